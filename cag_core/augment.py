@@ -1,0 +1,79 @@
+"""Random views of the images for each step: resized crops, jitter and flips in one resampling.
+
+Every view is an affine map of its source image (scale = crop size, offset = crop position plus
+jitter, negative x-scale = flip), so all views of the whole batch come from a single
+`grid_sample` call: no Python loop over images or crops, and the classifier sees every view in
+one forward. Random numbers are drawn on the CPU from the caller's generator, so a seed gives the
+same views on any device.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+from .errors import CaGError
+
+
+@dataclass(frozen=True)
+class AugmentConfig:
+    crops: int = 4  # views per image per step (their losses are averaged); 1 = one view
+    crop_scale: tuple[float, float] = (0.25, 1.0)  # crop area as a fraction of the image
+    crop_ratio: tuple[float, float] = (3 / 4, 4 / 3)  # crop aspect ratio range
+    jitter: float = 0.05  # max shift as a fraction of the image side (wraps by reflection)
+    flip: bool = True  # mirror half of the views left-right
+
+    def __post_init__(self):
+        if self.crops < 1:
+            raise CaGError(f"crops must be at least 1, got {self.crops}.")
+        lo, hi = self.crop_scale
+        if not 0 < lo <= hi <= 1:
+            raise CaGError(f"crop_scale must satisfy 0 < min <= max <= 1, got {self.crop_scale}.")
+        if not 0 <= self.jitter < 1:
+            raise CaGError(f"jitter must be in [0, 1), got {self.jitter}.")
+
+
+# No augmentation: the whole image, unshifted (the paper's plain baseline).
+NO_AUGMENT = AugmentConfig(crops=1, crop_scale=(1.0, 1.0), crop_ratio=(1.0, 1.0), jitter=0.0, flip=False)
+
+
+def view_thetas(batch: int, cfg: AugmentConfig, generator: torch.Generator | None) -> torch.Tensor:
+    """Affine matrices [batch * crops, 2, 3] in grid_sample's normalized coordinates."""
+    n = batch * cfg.crops
+    u = torch.rand(n, 6, generator=generator)
+    lo, hi = cfg.crop_scale
+    area = lo + (hi - lo) * u[:, 0]
+    log_lo, log_hi = math.log(cfg.crop_ratio[0]), math.log(cfg.crop_ratio[1])
+    ratio = torch.exp(log_lo + (log_hi - log_lo) * u[:, 1])
+    sx = torch.sqrt(area * ratio).clamp(max=1.0)
+    sy = torch.sqrt(area / ratio).clamp(max=1.0)
+    # Crop centre anywhere the crop fits, then jitter (which may leave the image: reflection).
+    tx = (1 - sx) * (2 * u[:, 2] - 1) + 2 * cfg.jitter * (2 * u[:, 4] - 1)
+    ty = (1 - sy) * (2 * u[:, 3] - 1) + 2 * cfg.jitter * (2 * u[:, 5] - 1)
+    flip = torch.ones(n)
+    if cfg.flip:
+        flip = torch.where(torch.rand(n, generator=generator) < 0.5, -1.0, 1.0)
+    theta = torch.zeros(n, 2, 3)
+    theta[:, 0, 0] = sx * flip
+    theta[:, 0, 2] = tx
+    theta[:, 1, 1] = sy
+    theta[:, 1, 2] = ty
+    return theta
+
+
+def random_views(
+    images: torch.Tensor, out_size: tuple[int, int], cfg: AugmentConfig, generator: torch.Generator | None
+) -> torch.Tensor:
+    """[B * crops, C, *out_size]; the views of image i are rows i*crops .. (i+1)*crops-1."""
+    if cfg == NO_AUGMENT:
+        if tuple(images.shape[-2:]) == tuple(out_size):
+            return images
+        return F.interpolate(images, size=out_size, mode="bilinear", align_corners=False)
+    b, c = images.shape[:2]
+    theta = view_thetas(b, cfg, generator).to(device=images.device, dtype=images.dtype)
+    grid = F.affine_grid(theta, [b * cfg.crops, c, *out_size], align_corners=False)
+    source = images.repeat_interleave(cfg.crops, dim=0) if cfg.crops > 1 else images
+    return F.grid_sample(source, grid, mode="bilinear", padding_mode="reflection", align_corners=False)

@@ -1,0 +1,211 @@
+"""The optimization step: images -> (MAE reconstruct) -> random views -> classifier(s) -> loss.
+
+`optimize` runs N Adam steps on a parameterization of the images and returns the new images. It
+does no I/O: progress, previews and cancellation go through `callback(step, total, images, loss)`,
+which may return True to stop early (or raise, e.g. ComfyUI's interrupt, to abort). Hooks it adds
+are removed in `finally`. It turns autograd on itself, so it works when called under ComfyUI's
+`torch.inference_mode()`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+from dataclasses import dataclass, field
+from typing import Callable, Optional, Protocol
+
+import torch
+
+from .augment import AugmentConfig, random_views
+from .classifier import Classifier, Ensemble, as_ensemble
+from .errors import CaGError, NonFiniteLossError
+from .losses import BatchNormStats, diversity_loss, target_loss, total_variation
+from .parameterization import PARAMETERIZATIONS, parameterize
+from .targets import Target, parse_target
+
+# (step, total, images [B,3,H,W] detached in [0,1], loss) -> True to stop early
+Callback = Callable[[int, int, torch.Tensor, float], Optional[bool]]
+
+AUTOCAST_CHOICES = ("auto", "off", "bf16", "fp16")
+OPTIMIZERS = ("adam", "adamw", "sgd")
+
+
+class Reconstructor(Protocol):
+    def reconstruct(
+        self, images01: torch.Tensor, mask_ratio: float, generator: torch.Generator | None, paste_visible: bool
+    ) -> torch.Tensor: ...
+
+
+@dataclass(frozen=True)
+class OptimizeConfig:
+    """One stage's settings; every default is explained in the README's defaults table."""
+
+    steps: int = 100  # Adam steps in this stage
+    lr: float = 0.05  # Lucid's rate for the Fourier parameterization; also good for pixels
+    parameterization: str = "fourier"  # "fourier" (decorrelated, 1/f) or "pixels"
+    augment: AugmentConfig = field(default_factory=AugmentConfig)
+    mask_ratio: float = 0.75  # MAE: fraction of patches masked, resampled every step
+    paste_visible: bool = False  # MAE: keep the visible patches of the input in its output
+    diversity_weight: float = 0.0  # distance-metric loss between images of the batch
+    bn_weight: float = 0.0  # batch-norm statistics matching (DeepInversion)
+    tv_weight: float = 0.0  # total variation
+    optimizer: str = "adam"
+    autocast: str = "auto"  # "auto": bf16 on CUDA, fp32 on CPU
+    view_size: int | None = None  # classifier input side for the views; None = its native size
+
+    def __post_init__(self):
+        if self.steps < 1:
+            raise CaGError(f"steps must be at least 1, got {self.steps}.")
+        if not (self.lr > 0 and math.isfinite(self.lr)):
+            raise CaGError(f"lr must be a positive number, got {self.lr}.")
+        if self.parameterization not in PARAMETERIZATIONS:
+            raise CaGError(f"Unknown parameterization '{self.parameterization}'. Allowed: {', '.join(PARAMETERIZATIONS)}.")
+        if not 0 <= self.mask_ratio < 1:
+            raise CaGError(f"mask_ratio must be in [0, 1), got {self.mask_ratio}.")
+        for name in ("diversity_weight", "bn_weight", "tv_weight"):
+            value = getattr(self, name)
+            if not (value >= 0 and math.isfinite(value)):
+                raise CaGError(f"{name} must be a non-negative number (0 = off), got {value}.")
+        if self.optimizer not in OPTIMIZERS:
+            raise CaGError(f"Unknown optimizer '{self.optimizer}'. Allowed: {', '.join(OPTIMIZERS)}.")
+        if self.autocast not in AUTOCAST_CHOICES:
+            raise CaGError(f"Unknown autocast '{self.autocast}'. Allowed: {', '.join(AUTOCAST_CHOICES)}.")
+        if self.view_size is not None and not 16 <= self.view_size <= 1024:
+            raise CaGError(f"view_size must be between 16 and 1024, got {self.view_size}.")
+
+
+@dataclass
+class OptimizeResult:
+    images: torch.Tensor  # [B, 3, H, W] in [0, 1], detached
+    losses: list[float]  # total loss per step
+    stopped_early: bool = False
+
+
+def _autocast(device: torch.device, choice: str):
+    if choice == "off" or (choice == "auto" and device.type != "cuda"):
+        return contextlib.nullcontext()
+    dtype = torch.float16 if choice == "fp16" else torch.bfloat16
+    return torch.autocast(device_type=device.type, dtype=dtype)
+
+
+def _make_optimizer(name: str, params: list[torch.Tensor], lr: float, device: torch.device):
+    fused = {"fused": True} if device.type == "cuda" else {}
+    if name == "adam":
+        return torch.optim.Adam(params, lr=lr, **fused)
+    if name == "adamw":
+        return torch.optim.AdamW(params, lr=lr, weight_decay=0.0, **fused)
+    return torch.optim.SGD(params, lr=lr, momentum=0.9)
+
+
+def check_devices(images: torch.Tensor, ensemble: Ensemble, mae: object | None) -> torch.device:
+    """All models must sit on the images' device; say which one does not."""
+    device = images.device
+    for member in ensemble.members:
+        if member.device != device:
+            raise CaGError(
+                f"Classifier '{member.name}' is on {member.device} but the images are on {device}: "
+                "load both on the same device."
+            )
+    if mae is not None:
+        mae_device = next(mae.parameters()).device  # type: ignore[attr-defined]
+        if mae_device != device:
+            raise CaGError(f"The MAE is on {mae_device} but the images are on {device}: load both on the same device.")
+    return device
+
+
+def optimize(
+    images01: torch.Tensor,
+    classifier: Classifier | Ensemble,
+    target: Target | str,
+    *,
+    config: OptimizeConfig = OptimizeConfig(),
+    mae: Reconstructor | None = None,
+    generator: torch.Generator | None = None,
+    callback: Callback | None = None,
+) -> OptimizeResult:
+    """Run `config.steps` steps moving `images01` toward `target` (see module docstring).
+
+    images01: [B, 3, H, W] in [0, 1]; never modified in place.
+    target: a parsed `Target` or target text (class names / indices / weighted mix).
+    generator: CPU generator for masks and views; the same seed gives the same images.
+    """
+    ensemble = as_ensemble(classifier)
+    if images01.dim() != 4 or images01.shape[1] != 3:
+        raise CaGError(f"Images must be [batch, 3, height, width], got shape {tuple(images01.shape)}.")
+    batch = images01.shape[0]
+    device = check_devices(images01, ensemble, mae)
+    if isinstance(target, str):
+        target = parse_target(target, ensemble.class_names, batch)
+    if target.positive.shape != (batch, ensemble.num_classes):
+        raise CaGError(
+            f"The target is for {target.positive.shape[0]} images x {target.positive.shape[1]} classes, "
+            f"but there are {batch} images and {ensemble.num_classes} classes."
+        )
+    target = target.to(device)
+    generator = generator if generator is not None else torch.Generator().manual_seed(0)
+    first = ensemble.members[0]
+    view_size = (config.view_size, config.view_size) if config.view_size else first.input_size
+    views = config.augment.crops
+
+    with torch.inference_mode(False), torch.enable_grad():
+        # Inputs may be inference tensors (ComfyUI): the parameterization copies them.
+        image_fn = parameterize(images01.detach().clone(), config.parameterization)
+        optimizer = _make_optimizer(config.optimizer, image_fn.params, config.lr, device)
+        bn_stats = BatchNormStats(list(ensemble.members)) if config.bn_weight > 0 else None
+        losses: list[float] = []
+        stopped = False
+        with bn_stats if bn_stats is not None else contextlib.nullcontext():
+            for step in range(config.steps):
+                optimizer.zero_grad(set_to_none=True)
+                with _autocast(device, config.autocast):
+                    images = image_fn()
+                    loss = _step_loss(images, ensemble, target, mae, config, generator, view_size, views, bn_stats)
+                loss_value = float(loss.detach())
+                if not math.isfinite(loss_value):
+                    raise NonFiniteLossError(
+                        f"The loss became {loss_value} at step {step + 1} of {config.steps}; no image is returned. "
+                        "Lower lr or the loss weights, or use autocast 'off'."
+                    )
+                loss.backward()
+                optimizer.step()
+                image_fn.after_step()
+                losses.append(loss_value)
+                if callback is not None and callback(step + 1, config.steps, images.detach(), loss_value):
+                    stopped = True
+                    break
+        with torch.no_grad():
+            final = image_fn().detach().float().clamp(0, 1)
+    return OptimizeResult(final, losses, stopped)
+
+
+def _step_loss(
+    images: torch.Tensor,
+    ensemble: Ensemble,
+    target: Target,
+    mae: Reconstructor | None,
+    config: OptimizeConfig,
+    generator: torch.Generator,
+    view_size: tuple[int, int],
+    views: int,
+    bn_stats: BatchNormStats | None,
+) -> torch.Tensor:
+    batch = images.shape[0]
+    source = images
+    if mae is not None:
+        source = mae.reconstruct(images, config.mask_ratio, generator, config.paste_visible)
+    crops = random_views(source, view_size, config.augment, generator)
+    loss = images.new_zeros((), dtype=torch.float32)
+    total_weight = sum(ensemble.weights)
+    for member, weight in zip(ensemble.members, ensemble.weights):
+        logits, features = member.logits_and_features(crops)
+        member_loss = target_loss(logits, target, views)
+        if config.diversity_weight > 0:
+            member_loss = member_loss + config.diversity_weight * diversity_loss(features, batch, views)
+        loss = loss + (weight / total_weight) * member_loss
+    if bn_stats is not None:
+        bn_loss = bn_stats.take()
+        if bn_loss is not None:
+            loss = loss + config.bn_weight * bn_loss
+    if config.tv_weight > 0:
+        loss = loss + config.tv_weight * total_variation(images.float())
+    return loss
