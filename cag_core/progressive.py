@@ -80,7 +80,7 @@ class ProgressiveConfig:
     stage: OptimizeConfig = OptimizeConfig()  # everything but `steps`
 
     def stage_configs(self) -> list[OptimizeConfig]:
-        steps = self.steps if len(self.steps) == len(self.sizes) else self.steps[:1] * len(self.sizes)
+        steps = self.steps * len(self.sizes) if len(self.steps) == 1 else self.steps
         if len(steps) != len(self.sizes) or not self.sizes:
             raise CaGError(f"Give one steps value or one per stage: {len(self.sizes)} stages, {len(self.steps)} steps.")
         return [replace(self.stage, steps=s) for s in steps]

@@ -1,0 +1,21 @@
+"""comfyui-cag: Classifier as Generator (Wang & Torr, arXiv 2211.14794) for ComfyUI.
+
+ComfyUI imports this file when it loads the pack. It must never break ComfyUI's startup: if a
+dependency is missing, it logs one message saying what to install and registers no nodes.
+"""
+
+import logging
+
+WEB_DIRECTORY = "./web"
+NODE_CLASS_MAPPINGS = {}
+NODE_DISPLAY_NAME_MAPPINGS = {}
+
+try:
+    from .nodes import NODE_CLASS_MAPPINGS, NODE_DISPLAY_NAME_MAPPINGS, register_model_folders
+
+    register_model_folders()
+except ImportError as exc:
+    # Only a missing/broken dependency is caught; a bug in the pack should show its traceback.
+    logging.getLogger(__name__).error("comfyui-cag: nodes disabled, %s", exc)
+
+__all__ = ["NODE_CLASS_MAPPINGS", "NODE_DISPLAY_NAME_MAPPINGS", "WEB_DIRECTORY"]

@@ -1,0 +1,1 @@
+"""Measurements of the engine (run as modules: `python -m benchmarks.quality`)."""

@@ -1,0 +1,219 @@
+"""Command line: `python -m cag_core generate --class "golden retriever" --out dog.png`.
+
+Runs the whole progressive pipeline with the same engine the ComfyUI nodes call. With no
+`--classifier`, the embedded EfficientNet-Lite0 (real ImageNet weights from its pip package) is
+used, so it works on a fresh machine with no model hub.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import torch
+
+from .augment import AugmentConfig
+from .class_names import imagenet_class_names, short_name
+from .classifier import combine
+from .errors import CaGError
+from .optimize import AUTOCAST_CHOICES, OPTIMIZERS, OptimizeConfig
+from .parameterization import PARAMETERIZATIONS
+from .progressive import NOISE_KINDS, UPSAMPLE_METHODS, ProgressiveConfig, generate
+from .timm_classifier import DEFAULT_CLASSIFIER, load_classifier
+
+log = logging.getLogger("cag_core")
+
+DEFAULTS = ProgressiveConfig()
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m cag_core", description=__doc__.split("\n\n")[0])
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    gen = commands.add_parser("generate", help="generate images of ImageNet classes or a text prompt")
+    what = gen.add_argument_group("what to generate")
+    what.add_argument("--class", dest="classes", action="append", default=[], metavar="NAME|INDEX|MIX",
+                      help="target per image: a class name, an index, or 'tabby:0.7 | tiger cat:0.3'; repeat for more images")
+    what.add_argument("--text", default=None, help="text prompt (uses CLIP; needs --clip weights)")
+    what.add_argument("--negative", default="", help="negative prompts for --text, '|'-separated")
+    what.add_argument("--clip", default="ViT-B-32/laion2b_s34b_b79k",
+                      help="CLIP 'model/pretrained-tag' for --text, or 'model@path/to/checkpoint.safetensors'")
+    models = gen.add_argument_group("models")
+    models.add_argument("--classifier", action="append", default=[], metavar="SPEC",
+                        help=f"embedded name ({DEFAULT_CLASSIFIER}, ...), a timm model name, or a weights file "
+                             "(path, or path@arch); repeat for an ensemble (default: %(default)s -> embedded Lite0)")
+    models.add_argument("--mae", default=None, help="MAE weights file (mae_visualize_vit_*.pth or .safetensors)")
+    models.add_argument("--mask-ratio", type=float, default=DEFAULTS.stage.mask_ratio)
+    run = gen.add_argument_group("run")
+    run.add_argument("--sizes", type=int, nargs="+", default=list(DEFAULTS.sizes), help="side of each stage")
+    run.add_argument("--steps", type=int, nargs="+", default=list(DEFAULTS.steps), help="steps per stage (one value or one per stage)")
+    run.add_argument("--batch", type=int, default=None, help="images to generate (default: one per --class)")
+    run.add_argument("--seed", type=int, default=0)
+    run.add_argument("--device", default="auto", help="auto (cuda when available), cpu, cuda, cuda:1, ...")
+    run.add_argument("--autocast", choices=AUTOCAST_CHOICES, default=DEFAULTS.stage.autocast,
+                     help="mixed precision: auto = bf16 on CUDA, fp32 on CPU")
+    recipe = gen.add_argument_group("recipe (defaults are explained in the README)")
+    recipe.add_argument("--lr", type=float, default=DEFAULTS.stage.lr)
+    recipe.add_argument("--optimizer", choices=OPTIMIZERS, default=DEFAULTS.stage.optimizer)
+    recipe.add_argument("--param", choices=PARAMETERIZATIONS, default=DEFAULTS.stage.parameterization)
+    recipe.add_argument("--noise", choices=NOISE_KINDS, default=DEFAULTS.noise)
+    recipe.add_argument("--upsample", choices=UPSAMPLE_METHODS, default=DEFAULTS.upsample_method)
+    recipe.add_argument("--crops", type=int, default=DEFAULTS.stage.augment.crops, help="random views per image per step")
+    recipe.add_argument("--crop-min", type=float, default=DEFAULTS.stage.augment.crop_scale[0], help="smallest crop area fraction")
+    recipe.add_argument("--jitter", type=float, default=DEFAULTS.stage.augment.jitter)
+    recipe.add_argument("--no-flip", action="store_true")
+    recipe.add_argument("--diversity", type=float, default=DEFAULTS.stage.diversity_weight)
+    recipe.add_argument("--bn", type=float, default=DEFAULTS.stage.bn_weight, help="BN-statistics prior weight")
+    recipe.add_argument("--tv", type=float, default=DEFAULTS.stage.tv_weight, help="total-variation weight")
+    out = gen.add_argument_group("output")
+    out.add_argument("--out", default="cag.png", help="PNG path; with several images, NAME_0.png, NAME_1.png, ...")
+    out.add_argument("--grid", default=None, help="also write all images as one grid PNG here")
+    out.add_argument("--quiet", action="store_true", help="no progress bar")
+
+    classes = commands.add_parser("classes", help="list ImageNet class names (optionally matching a word)")
+    classes.add_argument("query", nargs="?", default="")
+    return parser
+
+
+def resolve_device(choice: str) -> torch.device:
+    if choice == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device(choice)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise CaGError(f"--device {choice} was asked for, but torch sees no CUDA device: use --device cpu.")
+    return device
+
+
+def _config_from_args(args: argparse.Namespace) -> ProgressiveConfig:
+    augment = AugmentConfig(
+        crops=args.crops,
+        crop_scale=(args.crop_min, 1.0),
+        jitter=args.jitter,
+        flip=not args.no_flip,
+    )
+    stage = replace(
+        DEFAULTS.stage,
+        lr=args.lr,
+        optimizer=args.optimizer,
+        parameterization=args.param,
+        augment=augment,
+        mask_ratio=args.mask_ratio,
+        diversity_weight=args.diversity,
+        bn_weight=args.bn,
+        tv_weight=args.tv,
+        autocast=args.autocast,
+    )
+    return ProgressiveConfig(
+        sizes=tuple(args.sizes), steps=tuple(args.steps), noise=args.noise, upsample_method=args.upsample, stage=stage
+    )
+
+
+def _load_models(args: argparse.Namespace, device: torch.device):
+    if args.text is not None:
+        from .text_classifier import text_classifier
+
+        if "@" in args.clip:
+            name, path = args.clip.split("@", 1)
+            classifier = text_classifier(name, "", args.text, args.negative, device=str(device), checkpoint_path=path)
+        else:
+            name, _, tag = args.clip.partition("/")
+            classifier = text_classifier(name, tag, args.text, args.negative, device=str(device))
+    else:
+        specs = args.classifier or [DEFAULT_CLASSIFIER]
+        members = [load_classifier(spec, device=device) for spec in specs]
+        classifier = members[0] if len(members) == 1 else combine(*members)
+    mae = None
+    if args.mae:
+        from .mae import load_mae
+
+        with torch.inference_mode(False):
+            mae = load_mae(args.mae).to(device)
+    return classifier, mae
+
+
+def _target_text(args: argparse.Namespace, classifier) -> str:
+    if args.text is not None:
+        if args.classes:
+            raise CaGError("Give either --text or --class, not both.")
+        return classifier.default_target
+    if not args.classes:
+        raise CaGError("Nothing to generate: give --class NAME (repeatable) or --text PROMPT.")
+    return "\n".join(args.classes)
+
+
+def save_images(images: torch.Tensor, out: str | Path, grid: str | Path | None = None) -> list[Path]:
+    """Write [B, 3, H, W] in [0, 1] as PNGs; returns the paths written."""
+    from PIL import Image
+
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    arrays = (images.detach().cpu().clamp(0, 1) * 255).round().to(torch.uint8).permute(0, 2, 3, 1).numpy()
+    paths = [out] if len(arrays) == 1 else [out.with_name(f"{out.stem}_{i}{out.suffix or '.png'}") for i in range(len(arrays))]
+    for array, path in zip(arrays, paths):
+        Image.fromarray(array).save(path)
+    if grid is not None:
+        import torchvision
+
+        Path(grid).parent.mkdir(parents=True, exist_ok=True)
+        torchvision.utils.save_image(images.detach().cpu(), grid, nrow=min(len(arrays), 4), padding=2)
+        paths.append(Path(grid))
+    return paths
+
+
+def run_generate(args: argparse.Namespace) -> list[Path]:
+    device = resolve_device(args.device)
+    config = _config_from_args(args)
+    classifier, mae = _load_models(args, device)
+    target = _target_text(args, classifier)
+    lines = [line for line in target.replace(";", "\n").splitlines() if line.strip()]
+    batch = args.batch or (len(lines) if args.text is None else 1)
+    total = sum(s.steps for s in config.stage_configs())
+    bar = None
+    if not args.quiet:
+        from tqdm import tqdm
+
+        bar = tqdm(total=total, unit="step", desc=f"{len(config.sizes)} stages", file=sys.stderr)
+
+    def callback(stage, stages, step, steps, images, loss):
+        if bar is not None:
+            bar.set_description(f"stage {stage + 1}/{stages} ({images.shape[-1]} px)")
+            bar.set_postfix(loss=f"{loss:.3f}")
+            bar.update(1)
+
+    start = time.perf_counter()
+    try:
+        result = generate(classifier, target, batch=batch, seed=args.seed, config=config, mae=mae, device=device,
+                          callback=callback)
+    finally:
+        if bar is not None:
+            bar.close()
+    elapsed = time.perf_counter() - start
+    paths = save_images(result.images, args.out, args.grid)
+    names = ", ".join(dict.fromkeys(result.labels))
+    print(f"wrote {', '.join(map(str, paths))}  ({names}; {elapsed:.1f} s on {device})")
+    return paths
+
+
+def run_classes(args: argparse.Namespace) -> None:
+    query = args.query.lower()
+    for index, name in enumerate(imagenet_class_names()):
+        if query in name.lower():
+            print(f"{index:4d}  {short_name(name):30s} {name}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    args = build_parser().parse_args(argv)
+    try:
+        if args.command == "generate":
+            run_generate(args)
+        else:
+            run_classes(args)
+    except CaGError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    return 0

@@ -1,0 +1,267 @@
+"""Nodes on the image path: starting noise, the optimization stage, and upsampling between stages."""
+
+from __future__ import annotations
+
+import torch
+
+from ..cag_core.augment import AugmentConfig
+from ..cag_core.classifier import as_ensemble
+from ..cag_core.errors import CaGError
+from ..cag_core.optimize import OptimizeConfig, optimize
+from ..cag_core.parameterization import PARAMETERIZATIONS
+from ..cag_core.progressive import MAX_SIDE, NOISE_KINDS, UPSAMPLE_METHODS, check_size, init_noise, upsample
+from ..cag_core.targets import parse_target, split_images, split_weight
+from .common import CATEGORY, CLASSIFIER, DEFAULT_CLASS, MAE, SEED_MAX, first_failure, imagenet_choices, validation_result
+from .devices import module_device, move_module
+from .images import comfy_to_engine, engine_to_comfy
+from .progress import OptimizeProgress
+
+MAX_BATCH = 64
+MAX_STEPS = 10000
+
+
+def _seed_input(tooltip: str):
+    return ("INT", {"default": 0, "min": 0, "max": SEED_MAX, "control_after_generate": True, "tooltip": tooltip})
+
+
+def _check_batch(batch_size: int) -> None:
+    if not 1 <= int(batch_size) <= MAX_BATCH:
+        raise CaGError(f"batch_size must be between 1 and {MAX_BATCH}, got {batch_size}.")
+
+
+class CaGInitNoise:
+    DESCRIPTION = (
+        "Makes the starting images of a generation: a batch of noise at the first stage's size "
+        "(64x64 for the 64 -> 128 -> 256 schedule)."
+    )
+    CATEGORY = CATEGORY
+    RETURN_TYPES = ("IMAGE",)
+    RETURN_NAMES = ("images",)
+    OUTPUT_TOOLTIPS = ("Noise images; connect to CaG Optimize.",)
+    FUNCTION = "make_noise"
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        side = {"min": 8, "max": MAX_SIDE, "step": 8}
+        return {
+            "required": {
+                "width": ("INT", {"default": 64, **side, "tooltip": "Width of the first stage (progressive runs start small)."}),
+                "height": ("INT", {"default": 64, **side, "tooltip": "Height of the first stage."}),
+                "batch_size": ("INT", {"default": 1, "min": 1, "max": MAX_BATCH, "tooltip": "How many images to generate at once."}),
+                "noise": (list(NOISE_KINDS), {
+                    "default": "gray",
+                    "tooltip": "gray: near-blank mid-gray (recommended; the classifier's gradient sets the layout). "
+                    "uniform / gaussian: random pixels.",
+                }),
+                "seed": _seed_input("Seed of the noise."),
+            }
+        }
+
+    @classmethod
+    def VALIDATE_INPUTS(cls, width, height, batch_size):
+        # Linked inputs arrive as None: only the values known now are checked.
+        results = []
+        if width is not None and height is not None:
+            results.append(validation_result(lambda: check_size(int(height), int(width))))
+        if batch_size is not None:
+            results.append(validation_result(lambda: _check_batch(batch_size)))
+        return first_failure(*results)
+
+    def make_noise(self, width: int, height: int, batch_size: int, noise: str, seed: int):
+        generator = torch.Generator().manual_seed(int(seed))
+        images = init_noise(batch_size, height, width, noise, generator=generator)
+        return (engine_to_comfy(images),)
+
+
+# --------------------------------------------------------------------------------------------
+
+
+def check_target_grammar(text: str) -> None:
+    """What can be checked without knowing the classifier: every line needs a positive weight."""
+    for line in split_images(text):
+        weights = [split_weight(entry)[1] for entry in line.split("|") if entry.strip()]
+        if not any(w > 0 for w in weights):
+            raise CaGError(f"Target line '{line}' has no class with a positive weight; add one, e.g. 'tabby:1 | {line}'.")
+
+
+def choose_target(target_text: str, target_class: str, default_target: str | None) -> tuple[str, bool]:
+    """(target text, came from the ImageNet combo): target_text, else the classifier's own
+    default (text classifiers: their prompt), else the combo."""
+    if target_text and target_text.strip():
+        return target_text, False
+    if default_target:
+        return default_target, False
+    return target_class, True
+
+
+def loss_report(losses: list[float], label: str) -> str:
+    if not losses:
+        return f"{label}: no steps run"
+    return f"{label}: loss {losses[0]:.4f} -> {losses[-1]:.4f} over {len(losses)} steps (best {min(losses):.4f})"
+
+
+class CaGOptimize:
+    DESCRIPTION = (
+        "One stage of Classifier-as-Generator: optimizes the images so the classifier predicts the target, "
+        "passing them through the MAE every step (if connected). Chain stages with CaG Upsample in between "
+        "(64 -> 128 -> 256). Shows a live preview and the loss while it runs; Cancel stops it within a step."
+    )
+    CATEGORY = CATEGORY
+    RETURN_TYPES = ("IMAGE", "STRING")
+    RETURN_NAMES = ("images", "loss_report")
+    OUTPUT_TOOLTIPS = ("The optimized images.", "First and last loss of this stage, as text.")
+    FUNCTION = "optimize_images"
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        def weight(tooltip):
+            return ("FLOAT", {"default": 0.0, "min": 0.0, "max": 100.0, "step": 0.001, "tooltip": tooltip})
+
+        return {
+            "required": {
+                "image": ("IMAGE", {"tooltip": "Images to start from: CaG Init Noise, a previous stage, or any image."}),
+                "classifier": (CLASSIFIER, {"tooltip": "The classifier (or ensemble) whose prediction is optimized."}),
+                "target_class": (imagenet_choices(), {
+                    "default": DEFAULT_CLASS,
+                    "tooltip": "ImageNet class to generate (type to search). Ignored when target_text is set, "
+                    "and for text classifiers, which generate their prompt.",
+                }),
+                "steps": ("INT", {"default": 100, "min": 1, "max": MAX_STEPS, "tooltip": "Optimization steps in this stage."}),
+                "lr": ("FLOAT", {"default": 0.05, "min": 0.0001, "max": 10.0, "step": 0.001,
+                                 "tooltip": "Adam learning rate; 0.05 suits the fourier parameterization."}),
+                "crops": ("INT", {"default": 2, "min": 1, "max": 32,
+                                  "tooltip": "Random crops/flips per image per step; more = steadier, slower."}),
+                "parameterization": (list(PARAMETERIZATIONS), {
+                    "default": "fourier",
+                    "tooltip": "fourier: decorrelated 1/f spectrum, gives natural-looking images (recommended). "
+                    "pixels: optimize the pixels directly.",
+                }),
+                "mask_ratio": ("FLOAT", {"default": 0.75, "min": 0.0, "max": 0.95, "step": 0.05,
+                                         "tooltip": "Fraction of patches the MAE masks each step (only with an MAE)."}),
+                "diversity_weight": weight("Push the images of a batch apart (0 = off)."),
+                "bn_weight": weight("Match the classifier's batch-norm statistics, DeepInversion style (0 = off)."),
+                "tv_weight": weight("Total-variation smoothing (0 = off)."),
+                "seed": _seed_input("Seed of the random masks and crops."),
+            },
+            "optional": {
+                "mae": (MAE, {"tooltip": "Masked Autoencoder that reconstructs the image every step (recommended)."}),
+                "target_text": ("STRING", {
+                    "multiline": True,
+                    "default": "",
+                    "tooltip": "Overrides target_class: class names or indices, a weighted mix 'tabby:0.7 | tiger cat:0.3', "
+                    "negative weights to avoid a class, one line per image. Needed for non-ImageNet classifiers.",
+                }),
+            },
+            "hidden": {"unique_id": "UNIQUE_ID"},
+        }
+
+    @classmethod
+    def VALIDATE_INPUTS(cls, steps, target_text=""):
+        def check_steps():
+            if not 1 <= int(steps) <= MAX_STEPS:
+                raise CaGError(f"steps must be between 1 and {MAX_STEPS}, got {steps}.")
+
+        results = [validation_result(check_steps)] if steps is not None else []
+        if isinstance(target_text, str) and target_text.strip():
+            results.append(validation_result(lambda: check_target_grammar(target_text)))
+        return first_failure(*results)
+
+    def optimize_images(self, image, classifier, target_class, steps, lr, crops, parameterization, mask_ratio,
+                        diversity_weight, bn_weight, tv_weight, seed, mae=None, target_text="", unique_id=None):
+        ensemble = as_ensemble(classifier)
+        device = ensemble.members[0].device
+        images = comfy_to_engine(image).to(device)
+        target = self._parse_target(target_text, target_class, ensemble, images.shape[0])
+        if mae is not None and module_device(mae) != device:
+            mae = move_module(mae, device)
+        config = OptimizeConfig(
+            steps=steps, lr=lr, parameterization=parameterization, augment=AugmentConfig(crops=crops),
+            mask_ratio=mask_ratio, diversity_weight=diversity_weight, bn_weight=bn_weight, tv_weight=tv_weight,
+        )
+        progress = OptimizeProgress(steps, unique_id)
+        result = optimize(
+            images, ensemble, target, config=config, mae=mae,
+            generator=torch.Generator().manual_seed(int(seed)), callback=progress,
+        )
+        return engine_to_comfy(result.images), loss_report(result.losses, " / ".join(dict.fromkeys(target.labels)))
+
+    @staticmethod
+    def _parse_target(target_text, target_class, ensemble, batch):
+        text, from_combo = choose_target(target_text, target_class, ensemble.default_target)
+        try:
+            return parse_target(text, ensemble.class_names, batch)
+        except CaGError as exc:
+            if not from_combo:
+                raise
+            examples = ", ".join(ensemble.class_names[:3])
+            raise CaGError(
+                f"target_class '{target_class}' is an ImageNet class, but classifier '{ensemble.name}' has "
+                f"{ensemble.num_classes} classes ({examples}, ...): write its class in target_text."
+            ) from exc
+
+
+# --------------------------------------------------------------------------------------------
+
+
+def upsampled_size(height: int, width: int, scale_by: float, new_width: int, new_height: int) -> tuple[int, int]:
+    """(height, width): both given -> exact; one given -> keep the aspect ratio; none -> scale_by."""
+    if new_width and new_height:
+        return new_height, new_width
+    if new_width:
+        return max(1, round(height * new_width / width)), new_width
+    if new_height:
+        return new_height, max(1, round(width * new_height / height))
+    return max(1, round(height * scale_by)), max(1, round(width * scale_by))
+
+
+def _check_side(value: int, name: str) -> None:
+    if not 0 <= int(value) <= MAX_SIDE:
+        raise CaGError(f"{name} must be 0 (use scale_by) or a size up to {MAX_SIDE}, got {value}.")
+
+
+class CaGUpsample:
+    DESCRIPTION = "Resizes images between optimization stages (e.g. 64 -> 128 -> 256) by a factor or to a size."
+    CATEGORY = CATEGORY
+    RETURN_TYPES = ("IMAGE",)
+    RETURN_NAMES = ("images",)
+    OUTPUT_TOOLTIPS = ("The resized images.",)
+    FUNCTION = "upsample_images"
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {
+            "required": {
+                "image": ("IMAGE", {"tooltip": "Images to resize."}),
+                "scale_by": ("FLOAT", {"default": 2.0, "min": 0.125, "max": 16.0, "step": 0.125,
+                                       "tooltip": "Factor, used when width and height are 0."}),
+                "width": ("INT", {"default": 0, "min": 0, "max": MAX_SIDE, "step": 8,
+                                  "tooltip": "Target width; 0 = from scale_by (or from height, keeping the aspect)."}),
+                "height": ("INT", {"default": 0, "min": 0, "max": MAX_SIDE, "step": 8,
+                                   "tooltip": "Target height; 0 = from scale_by (or from width, keeping the aspect)."}),
+                "method": (list(UPSAMPLE_METHODS), {"default": "bicubic", "tooltip": "Interpolation."}),
+            }
+        }
+
+    @classmethod
+    def VALIDATE_INPUTS(cls, width, height):
+        return first_failure(*(
+            validation_result(lambda v=value, n=name: _check_side(v, n))
+            for value, name in ((width, "width"), (height, "height")) if value is not None
+        ))
+
+    def upsample_images(self, image, scale_by: float, width: int, height: int, method: str):
+        images = image.movedim(-1, 1).float()  # any channel count: resizing does not care
+        size = upsampled_size(images.shape[-2], images.shape[-1], scale_by, width, height)
+        return (engine_to_comfy(upsample(images, *size, method)),)
+
+
+NODE_CLASS_MAPPINGS = {
+    "CaGInitNoise": CaGInitNoise,
+    "CaGOptimize": CaGOptimize,
+    "CaGUpsample": CaGUpsample,
+}
+NODE_DISPLAY_NAME_MAPPINGS = {
+    "CaGInitNoise": "CaG Init Noise",
+    "CaGOptimize": "CaG Optimize",
+    "CaGUpsample": "CaG Upsample",
+}

@@ -1,0 +1,99 @@
+"""Progressive generation: noise, upsampling, the staged run, and the command line."""
+
+from dataclasses import replace
+
+import pytest
+import torch
+from PIL import Image
+
+from cag_core.augment import AugmentConfig
+from cag_core.cli import main
+from cag_core.errors import CaGError
+from cag_core.mae import MAEConfig, mae_from_config, save_mae
+from cag_core.optimize import OptimizeConfig
+from cag_core.progressive import ProgressiveConfig, generate, init_noise, stage_sizes, upsample
+from tiny import save_tiny_classifier, tiny_classifier
+
+TINY = ProgressiveConfig(sizes=(16, 32), steps=(4,), stage=OptimizeConfig(augment=AugmentConfig(crops=2), view_size=32))
+
+
+@pytest.mark.parametrize("kind", ["uniform", "gaussian", "gray"])
+def test_noise_is_seeded_and_in_range(kind):
+    """Each noise kind is in [0, 1] and fixed by its generator's seed."""
+    a = init_noise(2, 8, 12, kind, generator=torch.Generator().manual_seed(1))
+    b = init_noise(2, 8, 12, kind, generator=torch.Generator().manual_seed(1))
+    assert a.shape == (2, 3, 8, 12) and torch.equal(a, b) and 0 <= a.min() and a.max() <= 1
+
+
+def test_bad_noise_and_sizes_are_refused():
+    """Unknown noise kinds and unusable sizes name the allowed values."""
+    with pytest.raises(CaGError, match="uniform"):
+        init_noise(1, 8, 8, "perlin")
+    with pytest.raises(CaGError, match="between 1 and"):
+        init_noise(1, 0, 8)
+    with pytest.raises(CaGError, match="between 1 and"):
+        upsample(torch.rand(1, 3, 8, 8), 100000, 8)
+    with pytest.raises(CaGError, match="bicubic"):
+        upsample(torch.rand(1, 3, 8, 8), 16, 16, "lanczos")
+
+
+def test_upsample_is_clamped():
+    """Bicubic overshoot is clamped back into [0, 1]."""
+    checker = (torch.arange(64).view(8, 8) % 2).float().expand(1, 3, 8, 8)
+    up = upsample(checker, 32, 32)
+    assert up.shape == (1, 3, 32, 32) and up.min() >= 0 and up.max() <= 1
+
+
+def test_generate_runs_all_stages_reproducibly():
+    """64->128-style staging returns the last size, one loss list per stage, and repeats bit for bit."""
+    classifier = tiny_classifier()
+    a = generate(classifier, "class 2\nclass 5", batch=2, seed=3, config=TINY)
+    b = generate(classifier, "class 2\nclass 5", batch=2, seed=3, config=TINY)
+    assert a.images.shape == (2, 3, 32, 32) and [len(s) for s in a.stage_losses] == [4, 4]
+    assert torch.equal(a.images, b.images)
+    assert a.labels == ("class 2", "class 5")
+
+
+def test_generate_callback_knows_the_stage():
+    """The stage callback reports stage, stage count, step and total steps."""
+    calls = []
+    generate(tiny_classifier(), "class 1", config=TINY, callback=lambda *a: calls.append(a[:4]))
+    assert calls[0] == (0, 2, 1, 4) and calls[-1] == (1, 2, 4, 4)
+
+
+def test_stage_sizes_double_up_to_the_final_size():
+    """stage_sizes(256, 3) is (64, 128, 256)."""
+    assert stage_sizes(256, 3) == (64, 128, 256)
+    assert stage_sizes(224, 2) == (112, 224)
+
+
+def test_steps_must_match_the_stages():
+    """One steps value is repeated; a wrong count is refused."""
+    assert [c.steps for c in replace(TINY, steps=(3, 5)).stage_configs()] == [3, 5]
+    with pytest.raises(CaGError, match="steps"):
+        replace(TINY, steps=(1, 2, 3)).stage_configs()
+
+
+def test_cli_generates_pngs_from_local_weights(tmp_path, capsys):
+    """`python -m cag_core generate` runs end to end on tiny local weights and an MAE and writes PNGs."""
+    weights = save_tiny_classifier(tmp_path / "tiny.safetensors")
+    mae = mae_from_config(MAEConfig(img_size=32, patch_size=8, embed_dim=32, depth=1, num_heads=2,
+                                    decoder_embed_dim=16, decoder_depth=1, decoder_num_heads=2), seed=0)
+    save_mae(mae, tmp_path / "mae.safetensors")
+    out = tmp_path / "out" / "img.png"
+    code = main(["generate", "--classifier", str(weights), "--mae", str(tmp_path / "mae.safetensors"),
+                 "--class", "class 1", "--class", "3", "--sizes", "16", "24", "--steps", "3", "--crops", "1",
+                 "--out", str(out), "--grid", str(tmp_path / "grid.png"), "--quiet"])
+    assert code == 0
+    for path in (tmp_path / "out" / "img_0.png", tmp_path / "out" / "img_1.png"):
+        assert Image.open(path).size == (24, 24)
+    assert (tmp_path / "grid.png").exists()
+    assert "wrote" in capsys.readouterr().out
+
+
+def test_cli_reports_bad_input_in_one_line(tmp_path, capsys):
+    """A bad class name exits with code 2 and one readable sentence, not a traceback."""
+    weights = save_tiny_classifier(tmp_path / "tiny.safetensors")
+    code = main(["generate", "--classifier", str(weights), "--class", "class 99", "--quiet", "--out", str(tmp_path / "x.png")])
+    err = capsys.readouterr().err
+    assert code == 2 and err.startswith("error: ") and "Traceback" not in err
