@@ -20,7 +20,7 @@ from .augment import AugmentConfig
 from .class_names import imagenet_class_names, short_name
 from .classifier import combine
 from .errors import CaGError
-from .optimize import AUTOCAST_CHOICES, OPTIMIZERS, OptimizeConfig
+from .optimize import AUTOCAST_CHOICES, OPTIMIZERS
 from .parameterization import PARAMETERIZATIONS
 from .progressive import NOISE_KINDS, UPSAMPLE_METHODS, ProgressiveConfig, generate
 from .timm_classifier import DEFAULT_CLASSIFIER, load_classifier
