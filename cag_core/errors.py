@@ -33,3 +33,46 @@ def describe_key_mismatch(missing: list[str], unexpected: list[str], limit: int 
     if unexpected:
         parts.append(f"unexpected keys: {_few(unexpected)}")
     return "; ".join(parts) if parts else "no key mismatch"
+
+
+class OutOfMemory(CaGError):
+    """The device ran out of memory; the message names the batch size to try."""
+
+
+class report_out_of_memory:  # noqa: N801 - used as a context manager, reads like one
+    """Turn a device out-of-memory error into a message with a smaller batch to try.
+
+    Frees the allocator's cached blocks so the server can take the next job. Usage:
+        with report_out_of_memory(batch=16, size=(256, 256), device="cuda:0"):
+            run(...)
+    """
+
+    def __init__(self, batch: int, size: tuple[int, int], device: object = "cuda"):
+        self.batch, self.size, self.device = batch, size, device
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> bool:
+        if exc is None or not _is_out_of_memory(exc):
+            return False
+        import gc
+
+        import torch
+
+        gc.collect()
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
+        smaller = max(1, self.batch // 2)
+        hint = f"try batch {smaller}" if self.batch > 1 else "try a smaller size, a smaller MAE, or autocast bf16"
+        raise OutOfMemory(
+            f"Out of memory on {self.device} generating batch {self.batch} at {self.size[1]}x{self.size[0]}: {hint}."
+        ) from exc
+
+
+def _is_out_of_memory(exc: BaseException) -> bool:
+    import torch
+
+    if isinstance(exc, torch.cuda.OutOfMemoryError):
+        return True
+    return isinstance(exc, RuntimeError) and "out of memory" in str(exc).lower()

@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 
 from .classifier import Classifier, Ensemble, as_ensemble
-from .errors import CaGError
+from .errors import CaGError, report_out_of_memory
 from .optimize import Callback, OptimizeConfig, Reconstructor, optimize
 from .targets import Target, parse_target
 
@@ -124,9 +124,10 @@ def generate(
         stage_callback: Callback | None = None
         if callback is not None:
             stage_callback = _bind_stage(callback, stage, len(config.sizes))
-        result = optimize(
-            images, ensemble, target, config=stage_config, mae=mae, generator=generator, callback=stage_callback
-        )
+        with report_out_of_memory(batch, (size, size), device):
+            result = optimize(
+                images, ensemble, target, config=stage_config, mae=mae, generator=generator, callback=stage_callback
+            )
         images = result.images
         stage_losses.append(result.losses)
         if result.stopped_early:

@@ -97,3 +97,16 @@ def test_cli_reports_bad_input_in_one_line(tmp_path, capsys):
     code = main(["generate", "--classifier", str(weights), "--class", "class 99", "--quiet", "--out", str(tmp_path / "x.png")])
     err = capsys.readouterr().err
     assert code == 2 and err.startswith("error: ") and "Traceback" not in err
+
+
+def test_out_of_memory_is_reported_with_a_smaller_batch(monkeypatch):
+    """A device OOM during a stage becomes one sentence naming the batch size to try."""
+    from cag_core import progressive
+    from cag_core.errors import OutOfMemory
+
+    def exhausted(*args, **kwargs):
+        raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+
+    monkeypatch.setattr(progressive, "optimize", exhausted)
+    with pytest.raises(OutOfMemory, match="batch 4 at 16x16: try batch 2"):
+        generate(tiny_classifier(), "class 1", batch=4, config=TINY)
