@@ -101,13 +101,15 @@ class CaGLoadClassifier:
 
     @classmethod
     def VALIDATE_INPUTS(cls, source, architecture):
-        if source not in cls.source_choices():
+        if source is not None and source not in cls.source_choices():
             files = list_model_files("cag_classifiers")
             return (
                 f"Classifier source '{source}' is not available. Choose {', '.join(EMBEDDED_LITE)}, '{TIMM_SOURCE}', "
                 f"or a file in models/classifiers ({', '.join(files[:10]) if files else 'none found'})."
             )
-        arch = (architecture or "").strip()
+        if source is None or architecture is None:  # linked: known only when the graph runs
+            return True
+        arch = architecture.strip()
         if source == TIMM_SOURCE and not arch:
             return f"Write a timm model name in 'architecture' (e.g. resnet50) when the source is '{TIMM_SOURCE}'."
         if arch and _source_kind(source) != "embedded":
@@ -155,8 +157,9 @@ def parse_templates(text: str | None) -> tuple[str, ...] | None:
     return lines or None
 
 
-def _contrast(enabled: bool) -> tuple[str, ...] | None:
-    return None if enabled else ()  # None = the engine's default contrast prompts
+def contrast_prompts(enabled: bool) -> tuple[str, ...]:
+    """The engine's generic contrast classes, or none."""
+    return tuple(DEFAULT_CONTRAST) if enabled else ()
 
 
 class CaGTextClassifier:
@@ -222,8 +225,8 @@ class CaGTextClassifier:
             results.append(validation_result(lambda: check_clip_choice(clip_model, checkpoint != NO_CHECKPOINT)))
         if isinstance(prompts, str):
             negative_text = negatives if isinstance(negatives, str) else ""
-            contrast_prompts = DEFAULT_CONTRAST if contrast is not False else ()
-            results.append(validation_result(lambda: _class_list(prompts, negative_text, contrast_prompts)))
+            contrast_classes = contrast_prompts(contrast is not False)
+            results.append(validation_result(lambda: _class_list(prompts, negative_text, contrast_classes)))
         if isinstance(templates, str) and parse_templates(templates):
             results.append(validation_result(lambda: _check_templates(parse_templates(templates))))
         return first_failure(*results)
@@ -239,7 +242,7 @@ class CaGTextClassifier:
 
         def load():
             return text_classifier(
-                arch, tag, prompts, negatives or "", templates=template_list, contrast=_contrast(contrast),
+                arch, tag, prompts, negatives or "", templates=template_list, contrast=contrast_prompts(contrast),
                 device=device, checkpoint_path=path,
             )
 

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import logging
+
 import torch
 
 from ..cag_core.augment import AugmentConfig
 from ..cag_core.classifier import as_ensemble
-from ..cag_core.errors import CaGError
+from ..cag_core.errors import CaGError, report_out_of_memory
 from ..cag_core.optimize import OptimizeConfig, optimize
 from ..cag_core.parameterization import PARAMETERIZATIONS
 from ..cag_core.progressive import MAX_SIDE, NOISE_KINDS, UPSAMPLE_METHODS, check_size, init_noise, upsample
@@ -18,6 +20,8 @@ from .progress import OptimizeProgress
 
 MAX_BATCH = 64
 MAX_STEPS = 10000
+IMAGENET_CLASSES = 1000  # what the target_class list indexes
+log = logging.getLogger(__name__)
 
 
 def _seed_input(tooltip: str):
@@ -173,31 +177,32 @@ class CaGOptimize:
         images = comfy_to_engine(image).to(device)
         target = self._parse_target(target_text, target_class, ensemble, images.shape[0])
         if mae is not None and module_device(mae) != device:
+            # In place: the loader's cached MAE follows, so a repeat run does not copy it again.
+            log.info("CaG: moving the MAE from %s to %s, the classifier's device", module_device(mae), device)
             mae = move_module(mae, device)
         config = OptimizeConfig(
             steps=steps, lr=lr, parameterization=parameterization, augment=AugmentConfig(crops=crops),
             mask_ratio=mask_ratio, diversity_weight=diversity_weight, bn_weight=bn_weight, tv_weight=tv_weight,
         )
         progress = OptimizeProgress(steps, unique_id)
-        result = optimize(
-            images, ensemble, target, config=config, mae=mae,
-            generator=torch.Generator().manual_seed(int(seed)), callback=progress,
-        )
+        with report_out_of_memory(images.shape[0], tuple(images.shape[-2:]), device):
+            result = optimize(
+                images, ensemble, target, config=config, mae=mae,
+                generator=torch.Generator().manual_seed(int(seed)), callback=progress,
+            )
         return engine_to_comfy(result.images), loss_report(result.losses, " / ".join(dict.fromkeys(target.labels)))
 
     @staticmethod
     def _parse_target(target_text, target_class, ensemble, batch):
         text, from_combo = choose_target(target_text, target_class, ensemble.default_target)
-        try:
-            return parse_target(text, ensemble.class_names, batch)
-        except CaGError as exc:
-            if not from_combo:
-                raise
+        if from_combo and ensemble.num_classes != IMAGENET_CLASSES:
+            # An index into another label set would silently pick an unrelated class.
             examples = ", ".join(ensemble.class_names[:3])
             raise CaGError(
                 f"target_class '{target_class}' is an ImageNet class, but classifier '{ensemble.name}' has "
                 f"{ensemble.num_classes} classes ({examples}, ...): write its class in target_text."
-            ) from exc
+            )
+        return parse_target(text, ensemble.class_names, batch)
 
 
 # --------------------------------------------------------------------------------------------

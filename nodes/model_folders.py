@@ -12,6 +12,7 @@ A file name in a workflow is untrusted input (workflows are shared as files and 
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 from ..cag_core.errors import CaGError
 
@@ -24,10 +25,16 @@ MODEL_FOLDERS = {
 WEIGHT_EXTENSIONS = frozenset({".safetensors", ".pth", ".pt", ".bin"})
 # Core's key whose extra paths (from extra_model_paths.yaml) also hold classifiers.
 CORE_CLASSIFIER_KEY = "classifiers"
+# Small models shipped with the pack (e.g. models/mae/cag_tiny_mae_skimage.safetensors).
+BUNDLED_MODELS_DIR = Path(__file__).resolve().parents[1] / "models"
 
 
 def register_model_folders() -> None:
-    """Add the pack's folder keys to folder_paths; keep paths that are already registered."""
+    """Add the pack's folder keys to folder_paths; keep paths that are already registered.
+
+    Search order: the user's extra_model_paths.yaml entries, ComfyUI/models/<sub>, then the
+    pack's own models/<sub> (small bundled models).
+    """
     import folder_paths
 
     registry = folder_paths.folder_names_and_paths
@@ -36,10 +43,10 @@ def register_model_folders() -> None:
         paths = list(paths)
         if key == "cag_classifiers" and CORE_CLASSIFIER_KEY in registry:
             paths += [p for p in registry[CORE_CLASSIFIER_KEY][0] if p not in paths]
-        default = os.path.join(folder_paths.models_dir, subdir)
-        if default not in paths:
-            # After the user's own entries: a file they placed elsewhere wins a name clash.
-            paths.append(default)
+        bundled = BUNDLED_MODELS_DIR / subdir
+        defaults = [os.path.join(folder_paths.models_dir, subdir)] + ([str(bundled)] if bundled.is_dir() else [])
+        # After the user's own entries: a file they placed elsewhere wins a name clash.
+        paths += [d for d in defaults if d not in paths]
         # An empty set would mean "every file" (what add_model_folder_path gives a new key).
         registry[key] = (paths, set(extensions) | WEIGHT_EXTENSIONS)
 
