@@ -38,6 +38,10 @@ class Classifier(nn.Module):
     class_names: one readable name per output, in output order.
     default_target: target text to use when the user gives none (text classifiers set it to
         their prompt).
+    channels_last: opt-in speed-up for conv nets: convolutions run in NHWC layout (weights
+        converted once, inputs per call). Not bit-identical to the default layout (fp32 rounding,
+        relative differences ~1e-6); on a 2-core CPU, forward+backward of 16 views at 224 px ran
+        1.4x faster for ResNet-50 and 2.1x for EfficientNet-Lite0 (benchmarks/README.md).
     """
 
     def __init__(
@@ -53,6 +57,7 @@ class Classifier(nn.Module):
         default_target: str | None = None,
         features_fn: FeatureFn | None = None,
         head_fn: FeatureFn | None = None,
+        channels_last: bool = False,
     ):
         super().__init__()
         if len(mean) != 3 or len(std) != 3:
@@ -68,6 +73,9 @@ class Classifier(nn.Module):
         self.register_buffer("mean", torch.tensor(mean, dtype=torch.float32).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("std", torch.tensor(std, dtype=torch.float32).view(1, 3, 1, 1), persistent=False)
         self.has_batchnorm = any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in model.modules())
+        self.channels_last = False
+        if channels_last:
+            self.use_channels_last(True)
 
     @property
     def num_classes(self) -> int:
@@ -82,13 +90,22 @@ class Classifier(nn.Module):
         # whatever a caller does with `.train()`.
         return super().train(False)
 
+    def use_channels_last(self, enabled: bool = True) -> "Classifier":
+        """Switch the convolution layout (weights converted in place; values unchanged)."""
+        layout = torch.channels_last if enabled else torch.contiguous_format
+        with torch.inference_mode(False):
+            self.model.to(memory_format=layout)
+        self.channels_last = bool(enabled)
+        return self
+
     def prepare(self, images01: torch.Tensor) -> torch.Tensor:
         """Resize to the input size and normalize; images [B, 3, H, W] in [0, 1]."""
         if images01.shape[-2:] != self.input_size:
             images01 = F.interpolate(
                 images01, size=self.input_size, mode=self.interpolation, align_corners=False, antialias=False
             )
-        return (images01 - self.mean.to(images01.dtype)) / self.std.to(images01.dtype)
+        x = (images01 - self.mean.to(images01.dtype)) / self.std.to(images01.dtype)
+        return x.contiguous(memory_format=torch.channels_last) if self.channels_last else x
 
     def logits_and_features(self, images01: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(logits [B, C], pre-logit features [B, D]) for images in [0, 1]."""
@@ -124,6 +141,8 @@ class Ensemble:
             raise CaGError("An ensemble needs at least one classifier.")
         if len(self.weights) != len(self.members):
             raise CaGError(f"An ensemble of {len(self.members)} classifiers got {len(self.weights)} weights.")
+        if any(not (w >= 0) for w in self.weights) or sum(self.weights) <= 0:
+            raise CaGError(f"Ensemble weights must be non-negative with a positive sum, got {list(self.weights)}.")
         counts = {m.num_classes for m in self.members}
         if len(counts) != 1:
             names = ", ".join(f"{m.name} ({m.num_classes})" for m in self.members)

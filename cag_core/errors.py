@@ -57,9 +57,13 @@ class report_out_of_memory:  # noqa: N801 - used as a context manager, reads lik
         if exc is None or not _is_out_of_memory(exc):
             return False
         import gc
+        import traceback
 
         import torch
 
+        # The traceback keeps every frame of the failed step alive, and with them its activations:
+        # drop their locals first (the error message needs none), so the memory can really be freed.
+        traceback.clear_frames(tb)
         gc.collect()
         if torch.cuda.is_available():
             torch.cuda.empty_cache()

@@ -19,7 +19,6 @@ import argparse
 import dataclasses
 import json
 import os
-import pickle
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -456,7 +455,7 @@ def _peek_pickle(path: Path) -> tuple[list[str], object]:
     try:
         with torch.serialization.safe_globals([argparse.Namespace]):
             obj = torch.load(os.fspath(path), map_location="cpu", weights_only=True, mmap=True)
-    except (pickle.UnpicklingError, RuntimeError, EOFError, OSError, ValueError):
+    except Exception:  # a corrupt pickle can fail with any error type (IndexError, KeyError, ...)
         # Legacy (non-zip) format, corrupt file, foreign pickled classes: nothing to learn here.
         return [], None
     if not isinstance(obj, dict):

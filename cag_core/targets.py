@@ -12,6 +12,7 @@ Positive weights are normalized to sum to 1 per image; negative weights are kept
 
 from __future__ import annotations
 
+import math
 import re
 from dataclasses import dataclass
 
@@ -27,7 +28,10 @@ def split_weight(entry: str) -> tuple[str, float]:
     """'tabby:0.7' -> ('tabby', 0.7); '207: golden retriever' -> ('207: golden retriever', 1.0)."""
     match = _WEIGHT.match(entry.strip())
     if match and match.group("name").strip():
-        return match.group("name").strip(), float(match.group("weight"))
+        weight = float(match.group("weight"))
+        if not math.isfinite(weight):  # e.g. 'tabby:1e999' would make the target NaN
+            raise CaGError(f"Target '{entry.strip()}' has weight {weight}; weights must be finite numbers.")
+        return match.group("name").strip(), weight
     return entry.strip(), 1.0
 
 

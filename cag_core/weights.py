@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import pickle
+import re
 from pathlib import Path
 from typing import Mapping
 
@@ -38,7 +39,7 @@ def read_safetensors_metadata(path: str | os.PathLike) -> dict[str, str]:
         with safe_open(os.fspath(path), framework="pt") as f:
             return dict(f.metadata() or {})
     except Exception as exc:  # safetensors raises its own error types for a bad header
-        raise WeightsError(f"'{Path(path).name}' is not a readable .safetensors file ({exc}).") from exc
+        raise WeightsError(f"'{Path(path).name}' is not a readable .safetensors file ({_detail(exc)}).") from exc
 
 
 def load_file(path: str | os.PathLike, *, container_key: str | None = None) -> dict[str, torch.Tensor]:
@@ -66,21 +67,50 @@ def _load_safetensors(path: Path) -> dict[str, torch.Tensor]:
     try:
         return safetensors.torch.load_file(os.fspath(path), device="cpu")
     except Exception as exc:
-        raise WeightsError(f"'{path.name}' is not a readable .safetensors file (corrupt or truncated?): {exc}") from exc
+        raise WeightsError(
+            f"'{path.name}' is not a readable .safetensors file (corrupt or truncated?): {_detail(exc)}."
+        ) from exc
 
 
 def _load_pickled(path: Path, container_key: str | None) -> dict[str, torch.Tensor]:
     try:
         obj = torch.load(os.fspath(path), map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
-        # weights_only refused something that would need code execution to rebuild.
+        if _needs_code(exc):
+            # weights_only refused something that would need code execution to rebuild.
+            found = _GLOBAL.search(str(exc))
+            what = f"it pickles {found.group(1)}, not just tensors" if found else "it pickles more than tensors"
+            raise WeightsError(
+                f"'{path.name}' needs arbitrary code to load ({what}), so it is refused; {CONVERT_HINT}."
+            ) from exc
+        # Random bytes, or a plain pickle.dump (whose opcodes torch.save never writes).
         raise WeightsError(
-            f"'{path.name}' needs arbitrary code to load (it pickles more than tensors), so it is refused; "
-            f"{CONVERT_HINT}."
+            f"'{path.name}' is refused: the safe loader (torch.load with weights_only=True) cannot read it "
+            f"({_detail(exc)}); it is corrupt, or not a plain torch.save checkpoint: if it is one you trust, {CONVERT_HINT}."
         ) from exc
-    except (RuntimeError, EOFError, OSError, ValueError) as exc:
-        raise WeightsError(f"'{path.name}' could not be read as a PyTorch checkpoint (corrupt or truncated?): {exc}") from exc
+    except Exception as exc:  # a corrupt pickle can fail in the unpickler with any error type
+        raise WeightsError(_unreadable(path.name, exc)) from exc
     return _unwrap_state_dict(obj, path.name, container_key)
+
+
+# torch's weights_only unpickler says one of these when a pickle wants more than tensors.
+_CODE_MARKERS = ("GLOBAL", "unrecognized function", "add_safe_globals")
+_GLOBAL = re.compile(r"GLOBAL ([\w.]+)")
+
+
+def _needs_code(exc: BaseException) -> bool:
+    return any(marker in str(exc) for marker in _CODE_MARKERS)
+
+
+def _detail(exc: BaseException) -> str:
+    """The gist of a library error on one line: torch's unpickler message without its advice."""
+    text = str(exc).split("WeightsUnpickler error:", 1)[-1].strip()
+    first = text.splitlines()[0].strip().rstrip(".") if text else ""
+    return f"{type(exc).__name__}: {first[:200]}" if first else type(exc).__name__
+
+
+def _unreadable(filename: str, exc: BaseException) -> str:
+    return f"'{filename}' could not be read as a PyTorch checkpoint (corrupt or truncated?): {_detail(exc)}."
 
 
 def _unwrap_state_dict(obj: object, filename: str, container_key: str | None) -> dict[str, torch.Tensor]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import difflib
+import math
 
 from ..cag_core.class_names import imagenet_class_names, resolve_class
 from ..cag_core.classifier import combine
@@ -291,6 +292,15 @@ def picker_target(class_name: str, weight: float = 1.0, mix: str = "") -> str:
     return " | ".join([head] + [e.strip() for e in (mix or "").split("|") if e.strip()])
 
 
+MIN_PICKER_WEIGHT, MAX_PICKER_WEIGHT = 0.01, 100.0
+
+
+def check_picker_weight(weight: float) -> None:
+    # NaN passes ComfyUI's own min/max check (every comparison with NaN is False).
+    if not (isinstance(weight, (int, float)) and math.isfinite(weight) and MIN_PICKER_WEIGHT <= weight <= MAX_PICKER_WEIGHT):
+        raise CaGError(f"weight must be a number between {MIN_PICKER_WEIGHT:g} and {MAX_PICKER_WEIGHT:g}, got {weight}.")
+
+
 def check_imagenet_mix(mix: str) -> None:
     """CaGError naming the first entry that is not an ImageNet class (with close matches)."""
     if len(split_images(mix)) > 1:
@@ -319,7 +329,7 @@ class CaGClassPicker:
                     "default": DEFAULT_CLASS, "tooltip": "The ImageNet class to generate; type to search.",
                 }),
                 "weight": ("FLOAT", {
-                    "default": 1.0, "min": 0.01, "max": 100.0, "step": 0.05,
+                    "default": 1.0, "min": MIN_PICKER_WEIGHT, "max": MAX_PICKER_WEIGHT, "step": 0.05,
                     "tooltip": "Weight of this class when mixing with others (weights are normalized).",
                 }),
             },
@@ -333,12 +343,14 @@ class CaGClassPicker:
         }
 
     @classmethod
-    def VALIDATE_INPUTS(cls, mix=""):
-        if not isinstance(mix, str) or not mix.strip():
-            return True
-        return validation_result(lambda: check_imagenet_mix(mix))
+    def VALIDATE_INPUTS(cls, weight=1.0, mix=""):
+        results = [validation_result(lambda: check_picker_weight(weight))] if weight is not None else []
+        if isinstance(mix, str) and mix.strip():
+            results.append(validation_result(lambda: check_imagenet_mix(mix)))
+        return first_failure(*results)
 
     def pick_class(self, class_name: str, weight: float, mix: str = ""):
+        check_picker_weight(weight)
         if mix and mix.strip():
             check_imagenet_mix(mix)
         return (picker_target(class_name, weight, mix),)

@@ -3,19 +3,20 @@
 from __future__ import annotations
 
 import logging
+import math
 
 import torch
 
 from ..cag_core.augment import AugmentConfig
 from ..cag_core.classifier import as_ensemble
-from ..cag_core.errors import CaGError, report_out_of_memory
+from ..cag_core.errors import CaGError, NonFiniteLossError, report_out_of_memory
 from ..cag_core.optimize import OptimizeConfig, optimize
 from ..cag_core.parameterization import PARAMETERIZATIONS
 from ..cag_core.progressive import MAX_SIDE, NOISE_KINDS, UPSAMPLE_METHODS, check_size, init_noise, upsample
 from ..cag_core.targets import parse_target, split_images, split_weight
 from .common import CATEGORY, CLASSIFIER, DEFAULT_CLASS, MAE, SEED_MAX, first_failure, imagenet_choices, validation_result
 from .devices import module_device, move_module
-from .images import comfy_to_engine, engine_to_comfy
+from .images import check_image, comfy_to_engine, engine_to_comfy
 from .progress import OptimizeProgress
 
 MAX_BATCH = 64
@@ -174,7 +175,9 @@ class CaGOptimize:
                         diversity_weight, bn_weight, tv_weight, seed, mae=None, target_text="", unique_id=None):
         ensemble = as_ensemble(classifier)
         device = ensemble.members[0].device
-        images = comfy_to_engine(image).to(device)
+        images = comfy_to_engine(image)
+        check_size(*images.shape[-2:], "The input IMAGE")  # a 2048+ px photo would exhaust memory
+        images = images.to(device)
         target = self._parse_target(target_text, target_class, ensemble, images.shape[0])
         if mae is not None and module_device(mae) != device:
             # In place: the loader's cached MAE follows, so a repeat run does not copy it again.
@@ -190,6 +193,8 @@ class CaGOptimize:
                 images, ensemble, target, config=config, mae=mae,
                 generator=torch.Generator().manual_seed(int(seed)), callback=progress,
             )
+        if not torch.isfinite(result.images).all():  # never hand on a garbage image silently
+            raise NonFiniteLossError("The optimized images contain NaN or Inf values; lower lr or the loss weights.")
         return engine_to_comfy(result.images), loss_report(result.losses, " / ".join(dict.fromkeys(target.labels)))
 
     @staticmethod
@@ -219,6 +224,15 @@ def upsampled_size(height: int, width: int, scale_by: float, new_width: int, new
     return max(1, round(height * scale_by)), max(1, round(width * scale_by))
 
 
+MIN_SCALE, MAX_SCALE = 0.125, 16.0
+
+
+def _check_scale(scale_by: float) -> None:
+    # NaN passes ComfyUI's own min/max check (every comparison with NaN is False).
+    if not (isinstance(scale_by, (int, float)) and math.isfinite(scale_by) and MIN_SCALE <= scale_by <= MAX_SCALE):
+        raise CaGError(f"scale_by must be a number between {MIN_SCALE} and {MAX_SCALE:g}, got {scale_by}.")
+
+
 def _check_side(value: int, name: str) -> None:
     if not 0 <= int(value) <= MAX_SIDE:
         raise CaGError(f"{name} must be 0 (use scale_by) or a size up to {MAX_SIDE}, got {value}.")
@@ -237,7 +251,7 @@ class CaGUpsample:
         return {
             "required": {
                 "image": ("IMAGE", {"tooltip": "Images to resize."}),
-                "scale_by": ("FLOAT", {"default": 2.0, "min": 0.125, "max": 16.0, "step": 0.125,
+                "scale_by": ("FLOAT", {"default": 2.0, "min": MIN_SCALE, "max": MAX_SCALE, "step": 0.125,
                                        "tooltip": "Factor, used when width and height are 0."}),
                 "width": ("INT", {"default": 0, "min": 0, "max": MAX_SIDE, "step": 8,
                                   "tooltip": "Target width; 0 = from scale_by (or from height, keeping the aspect)."}),
@@ -248,13 +262,17 @@ class CaGUpsample:
         }
 
     @classmethod
-    def VALIDATE_INPUTS(cls, width, height):
-        return first_failure(*(
-            validation_result(lambda v=value, n=name: _check_side(v, n))
-            for value, name in ((width, "width"), (height, "height")) if value is not None
-        ))
+    def VALIDATE_INPUTS(cls, width, height, scale_by):
+        checks = [lambda v=value, n=name: _check_side(v, n) for value, name in ((width, "width"), (height, "height"))
+                  if value is not None]
+        if scale_by is not None:
+            checks.append(lambda: _check_scale(scale_by))
+        return first_failure(*(validation_result(check) for check in checks))
 
     def upsample_images(self, image, scale_by: float, width: int, height: int, method: str):
+        check_image(image)
+        if not (width and height):
+            _check_scale(scale_by)
         images = image.movedim(-1, 1).float()  # any channel count: resizing does not care
         size = upsampled_size(images.shape[-2], images.shape[-1], scale_by, width, height)
         return (engine_to_comfy(upsample(images, *size, method)),)

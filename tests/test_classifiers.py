@@ -71,6 +71,8 @@ def test_ensemble_needs_matching_classes():
         combine(tiny_classifier(10), tiny_classifier(5))
     ensemble = combine(tiny_classifier(10), combine(tiny_classifier(10, seed=1), tiny_classifier(10, seed=2)), weights=[2, 1])
     assert len(ensemble.members) == 3 and ensemble.weights == (2, 1, 1)
+    with pytest.raises(CaGError, match="positive sum"):
+        combine(tiny_classifier(10), tiny_classifier(10), weights=[0, 0])
 
 
 def test_lite_key_mapping_is_bit_identical_to_the_package_implementation():

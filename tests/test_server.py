@@ -292,6 +292,69 @@ def test_cancel_stops_a_long_run_and_the_next_run_works(server):
     assert server.wait_for(server.queue(prompt))["status"]["status_str"] == "success"
 
 
+def _server_rss_mb(server) -> float | None:
+    statm = Path(f"/proc/{server.process.pid}/statm")
+    if not statm.exists():
+        return None
+    return int(statm.read_text().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+
+
+def _seeded(prompt: dict, seed: int) -> dict:
+    prompt = json.loads(json.dumps(prompt))
+    for i, node in enumerate(prompt.values()):
+        if node["class_type"] in ("CaGInitNoise", "CaGOptimize"):
+            node["inputs"]["seed"] = seed * 100 + i
+    return prompt
+
+
+def _cached_nodes(entry: dict) -> set[str]:
+    return {n for kind, data in entry["status"]["messages"] if kind == "execution_cached" for n in data["nodes"]}
+
+
+LOAD_PROMPTS = 10
+
+
+def test_many_prompts_complete_reuse_models_and_keep_server_memory_flat(server):
+    """10 prompts with different seeds queued at once, with a refused prompt and a failing one
+    among them: every good prompt succeeds, the model loaders are served from cache, and the
+    server's RSS stays flat after a warm-up."""
+    base = substitute_tiny(_api_workflow("cag_class_with_mae.json"))
+    loaders = {i for i, n in base.items() if n["class_type"] in ("CaGLoadClassifier", "CaGLoadMAE")}
+    for seed in (900, 901):  # warm-up: models loaded, allocator pools grown
+        assert server.wait_for(server.queue(_seeded(base, seed)))["status"]["status_str"] == "success"
+    rss_before = _server_rss_mb(server)
+    started = time.monotonic()
+    good, failing = [], None
+    for seed in range(LOAD_PROMPTS):
+        good.append(server.queue(_seeded(base, seed)))
+        if seed == 3:  # refused at queue time: nothing is queued
+            bad = _seeded(base, 77)
+            _node_of(bad, "CaGUpsample")["inputs"]["scale_by"] = "nan"
+            status, reply = server.json("/prompt", {"prompt": bad})
+            assert status == 400 and "scale_by must be a number" in json.dumps(reply["node_errors"])
+        if seed == 6:  # fails while running
+            broken = _seeded(base, 78)
+            for node in broken.values():
+                if node["class_type"] == "CaGOptimize":
+                    node["inputs"]["target_text"] = "golden retreiver"
+            failing = server.queue(broken)
+    entries = [server.wait_for(prompt_id) for prompt_id in good]
+    elapsed = time.monotonic() - started
+    assert [e["status"]["status_str"] for e in entries] == ["success"] * LOAD_PROMPTS
+    assert server.wait_for(failing)["status"]["status_str"] == "error"
+    for entry in entries:
+        assert loaders <= _cached_nodes(entry), "a model loader ran again"
+        save_id = next(i for i, n in entry["prompt"][2].items() if n["class_type"] == "SaveImage")
+        assert len(entry["outputs"][save_id]["images"]) == 2
+    rss_after = _server_rss_mb(server)
+    assert server.request("/system_stats")[0] == 200
+    if rss_before is not None:
+        growth = rss_after - rss_before
+        print(f"{LOAD_PROMPTS} prompts (+1 refused, +1 failing) in {elapsed:.1f} s; "
+              f"server RSS {rss_before:.0f} -> {rss_after:.0f} MB ({growth:+.1f} MB)")
+        assert growth < 64, f"server RSS grew by {growth:.1f} MB over {LOAD_PROMPTS} prompts"
+
+
 def _has_chromium_and_aiohttp() -> str | None:
     """Why the frontend check cannot run here, or None."""
     import shutil
