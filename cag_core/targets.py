@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import math
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 
@@ -47,10 +47,11 @@ class Target:
     positive: torch.Tensor  # [B, C]
     negative: torch.Tensor  # [B, C]
     labels: tuple[str, ...]  # one readable description per image
+    # Decided once on the CPU: asking a CUDA tensor every step would sync the device each step.
+    has_negative: bool = field(init=False)
 
-    @property
-    def has_negative(self) -> bool:
-        return bool(self.negative.abs().sum() > 0)
+    def __post_init__(self):
+        object.__setattr__(self, "has_negative", bool(self.negative.abs().sum() > 0))
 
     def to(self, device: torch.device | str) -> "Target":
         return Target(self.positive.to(device), self.negative.to(device), self.labels)

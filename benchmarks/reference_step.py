@@ -1,0 +1,217 @@
+"""The straightforward reference that `benchmarks.speed` measures the engine against.
+
+One optimize step written the plain way: a Python loop over the images, fp32, one MAE mask at a
+time, nothing fused or cached. For each image it rebuilds the image from its Fourier parameters
+(every constant recomputed), resizes it to the MAE's 224 px, normalizes, patchifies, keeps the
+visible patches of this image's mask, runs the encoder and decoder block by block with attention
+written out (softmax(q k^T / sqrt(d)) v, as in the timm Attention the official MAE used), puts the
+mask tokens back, unpatchifies, cuts the image's random views one at a time, and classifies them
+(the views of one image together, in the default NCHW layout).
+
+It uses the engine's models (weights), the same starting parameters and the same random numbers
+in the same order (MAE masking noise [B, L], then the view matrices), so its loss and gradient
+must equal the engine's up to rounding: `benchmarks.speed` and tests/test_speed_equivalence.py
+check that. Supported: one classifier, the default loss (target cross-entropy; diversity, BN and
+TV weights 0), paste_visible False -- the settings the benchmark runs.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from typing import Callable
+
+import torch
+import torch.nn.functional as F
+
+from cag_core.augment import NO_AUGMENT, AugmentConfig
+from cag_core.classifier import Classifier
+from cag_core.mae import IMAGENET_MEAN, IMAGENET_STD, MaskedAutoencoder
+from cag_core.optimize import OptimizeConfig
+from cag_core.parameterization import _COLOR_SQRT, _FOURIER_MAGIC, parameterize
+from cag_core.targets import Target
+
+
+def check_supported(config: OptimizeConfig, classifier: Classifier) -> None:
+    if not isinstance(classifier, Classifier):
+        raise ValueError("The reference step supports one Classifier (not an ensemble).")
+    extras = {k: getattr(config, k) for k in ("diversity_weight", "bn_weight", "tv_weight")}
+    if any(extras.values()) or config.paste_visible or config.optimizer != "adam":
+        raise ValueError(f"The reference step supports the default loss and Adam only; got {extras}, "
+                         f"paste_visible={config.paste_visible}, optimizer={config.optimizer}.")
+
+
+# -- the image from its parameters --------------------------------------------------------------
+
+
+def fourier_image(spectrum: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """One image [1, 3, H, W] from its real-view spectrum [1, 3, H, W//2+1, 2]; constants rebuilt."""
+    h, w = size
+    device = spectrum.device
+    fy = torch.fft.fftfreq(h, device=device)[:, None]
+    fx = torch.fft.rfftfreq(w, device=device)[None, :]
+    scale = 1.0 / torch.sqrt(fx * fx + fy * fy).clamp(min=1.0 / max(h, w))
+    color = (_COLOR_SQRT / _COLOR_SQRT.norm(dim=0).max()).to(device)
+    image = torch.fft.irfft2(torch.view_as_complex(spectrum) * scale, s=size, norm="ortho") / _FOURIER_MAGIC
+    image = torch.einsum("bchw,dc->bdhw", image, color)
+    return torch.sigmoid(image)
+
+
+# -- the MAE, one image and one mask at a time ---------------------------------------------------
+
+
+def _block(blk: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
+    n, t, d = x.shape
+    heads = blk.attn.num_heads
+    h = F.layer_norm(x, (d,), blk.norm1.weight, blk.norm1.bias, blk.norm1.eps)
+    qkv = F.linear(h, blk.attn.qkv.weight, blk.attn.qkv.bias).reshape(n, t, 3, heads, d // heads)
+    qkv = qkv.permute(2, 0, 3, 1, 4)
+    q, k, v = qkv[0], qkv[1], qkv[2]
+    attn = ((q @ k.transpose(-2, -1)) * (d // heads) ** -0.5).softmax(dim=-1)
+    a = (attn @ v).transpose(1, 2).reshape(n, t, d)
+    x = x + F.linear(a, blk.attn.proj.weight, blk.attn.proj.bias)
+    h = F.layer_norm(x, (d,), blk.norm2.weight, blk.norm2.bias, blk.norm2.eps)
+    h = F.linear(F.gelu(F.linear(h, blk.mlp.fc1.weight, blk.mlp.fc1.bias)), blk.mlp.fc2.weight, blk.mlp.fc2.bias)
+    return x + h
+
+
+def mae_reconstruct_one(mae: MaskedAutoencoder, image01: torch.Tensor, noise: torch.Tensor | None, mask_ratio: float):
+    """[1, 3, H, W] in [0, 1] -> [1, 3, S, S] in [0, 1]; `noise` [L] picks the kept patches (None: all)."""
+    c = mae.config
+    s, p, g, L = c.img_size, c.patch_size, c.grid_size, c.num_patches
+    x01 = image01
+    if x01.shape[-2:] != (s, s):
+        x01 = F.interpolate(x01, size=(s, s), mode="bicubic", align_corners=False)
+    device = image01.device
+    mean = torch.tensor(IMAGENET_MEAN, device=device).view(1, 3, 1, 1)
+    std = torch.tensor(IMAGENET_STD, device=device).view(1, 3, 1, 1)
+    x = (x01 - mean) / std
+    tokens = F.conv2d(x, mae.patch_embed.proj.weight, mae.patch_embed.proj.bias, stride=p)
+    tokens = tokens.flatten(2).transpose(1, 2) + mae.pos_embed[:, 1:]  # [1, L, D]
+    order = torch.arange(L, device=device) if noise is None else torch.argsort(noise.to(device))
+    keep = L if noise is None else max(1, int(L * (1 - mask_ratio)))
+    h = torch.cat([mae.cls_token + mae.pos_embed[:, :1], tokens[:, order[:keep]]], dim=1)
+    for blk in mae.blocks:
+        h = _block(blk, h)
+    h = F.layer_norm(h, (c.embed_dim,), mae.norm.weight, mae.norm.bias, mae.norm.eps)
+    d = F.linear(h, mae.decoder_embed.weight, mae.decoder_embed.bias)
+    shuffled = torch.cat([d[:, 1:], mae.mask_token.expand(1, L - keep, -1)], dim=1)
+    restored = shuffled[:, torch.argsort(order)]
+    h = torch.cat([d[:, :1], restored], dim=1) + mae.decoder_pos_embed
+    for blk in mae.decoder_blocks:
+        h = _block(blk, h)
+    h = F.layer_norm(h, (c.decoder_embed_dim,), mae.decoder_norm.weight, mae.decoder_norm.bias, mae.decoder_norm.eps)
+    pred = F.linear(h, mae.decoder_pred.weight, mae.decoder_pred.bias)[:, 1:]
+    # Official unpatchify: [1, L, p*p*3] -> [1, 3, S, S].
+    out = torch.einsum("nhwpqc->nchpwq", pred.reshape(1, g, g, p, p, 3)).reshape(1, 3, s, s)
+    return (out * std + mean).clamp(0, 1)
+
+
+# -- random views, one at a time -----------------------------------------------------------------
+
+
+def view_matrices(batch: int, cfg: AugmentConfig, generator: torch.Generator) -> torch.Tensor:
+    """[batch * crops, 2, 3] affine matrices, drawn as the engine draws them (augment.py)."""
+    n = batch * cfg.crops
+    u = torch.rand(n, 6, generator=generator)
+    area = cfg.crop_scale[0] + (cfg.crop_scale[1] - cfg.crop_scale[0]) * u[:, 0]
+    log_lo, log_hi = math.log(cfg.crop_ratio[0]), math.log(cfg.crop_ratio[1])
+    ratio = torch.exp(log_lo + (log_hi - log_lo) * u[:, 1])
+    sx = torch.sqrt(area * ratio).clamp(max=1.0)
+    sy = torch.sqrt(area / ratio).clamp(max=1.0)
+    tx = (1 - sx) * (2 * u[:, 2] - 1) + 2 * cfg.jitter * (2 * u[:, 4] - 1)
+    ty = (1 - sy) * (2 * u[:, 3] - 1) + 2 * cfg.jitter * (2 * u[:, 5] - 1)
+    flip = torch.where(torch.rand(n, generator=generator) < 0.5, -1.0, 1.0) if cfg.flip else torch.ones(n)
+    zero = torch.zeros(n)
+    return torch.stack([torch.stack([sx * flip, zero, tx], 1), torch.stack([zero, sy, ty], 1)], 1)
+
+
+def one_view(image: torch.Tensor, theta: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    grid = F.affine_grid(theta[None], [1, image.shape[1], *size], align_corners=False)
+    return F.grid_sample(image, grid, mode="bilinear", padding_mode="reflection", align_corners=False)
+
+
+def classify(classifier: Classifier, views01: torch.Tensor) -> torch.Tensor:
+    """Logits of views in [0, 1], normalization constants rebuilt, default layout."""
+    if views01.shape[-2:] != classifier.input_size:
+        views01 = F.interpolate(views01, size=classifier.input_size, mode=classifier.interpolation, align_corners=False)
+    device = views01.device
+    mean = torch.tensor(classifier.mean.flatten().tolist(), device=device).view(1, 3, 1, 1)
+    std = torch.tensor(classifier.std.flatten().tolist(), device=device).view(1, 3, 1, 1)
+    x = (views01 - mean) / std
+    if classifier._features_fn is not None and classifier._head_fn is not None:
+        return classifier._head_fn(classifier._features_fn(x))
+    model = classifier.model
+    if hasattr(model, "forward_features") and hasattr(model, "forward_head"):
+        return model.forward_head(model.forward_features(x))
+    return model(x)
+
+
+# -- the step ------------------------------------------------------------------------------------
+
+
+def reference_loss(
+    params: torch.Tensor,
+    size: tuple[int, int],
+    classifier: Classifier,
+    target: Target,
+    config: OptimizeConfig,
+    mae: MaskedAutoencoder | None,
+    generator: torch.Generator,
+) -> torch.Tensor:
+    """The step's loss, image by image; `params` are the engine's (Fourier spectrum or pixels)."""
+    batch = params.shape[0]
+    cfg = config.augment
+    noise = None
+    if mae is not None and config.mask_ratio > 0:
+        noise = torch.rand(batch, mae.config.num_patches, generator=generator)
+    thetas = None if cfg == NO_AUGMENT else view_matrices(batch, cfg, generator).to(params.device)
+    view_size = (config.view_size,) * 2 if config.view_size else classifier.input_size
+    total = params.new_zeros(())
+    for i in range(batch):
+        with torch.autocast(params.device.type, enabled=False):  # the image is fp32, as in the engine
+            image = fourier_image(params[i : i + 1], size) if config.parameterization == "fourier" else params[i : i + 1]
+        if mae is not None:
+            image = mae_reconstruct_one(mae, image, None if noise is None else noise[i], config.mask_ratio)
+        if cfg == NO_AUGMENT:  # the engine resizes instead of sampling views, and draws nothing
+            views = F.interpolate(image, size=view_size, mode="bilinear", align_corners=False)
+        else:
+            views = torch.cat([one_view(image, thetas[i * cfg.crops + j], view_size) for j in range(cfg.crops)])
+        log_probs = F.log_softmax(classify(classifier, views).float(), dim=-1)
+        loss = -(target.positive[i] * log_probs).sum(-1)
+        if target.negative[i].abs().sum() > 0:
+            loss = loss + (target.negative[i] * log_probs.exp()).sum(-1)
+        total = total + loss.mean()
+    return total / batch
+
+
+def reference_optimize(
+    images01: torch.Tensor,
+    classifier: Classifier,
+    target: Target,
+    *,
+    config: OptimizeConfig,
+    mae: MaskedAutoencoder | None,
+    generator: torch.Generator,
+    callback: Callable[[int, float], None] | None = None,
+) -> tuple[torch.Tensor, list[float]]:
+    """`config.steps` plain Adam steps (for-loop Adam, no fusion); returns (parameters, losses)."""
+    check_supported(config, classifier)
+    size = tuple(images01.shape[-2:])
+    with torch.inference_mode(False), torch.enable_grad():
+        params = parameterize(images01.detach().clone(), config.parameterization).params[0].detach().clone()
+        params.requires_grad_(True)
+        optimizer = torch.optim.Adam([params], lr=config.lr, foreach=False, fused=False)
+        losses = []
+        for step in range(config.steps):
+            optimizer.zero_grad(set_to_none=True)
+            loss = reference_loss(params, size, classifier, target, config, mae, generator)
+            loss.backward()
+            optimizer.step()
+            if config.parameterization == "pixels":
+                with torch.no_grad():
+                    params.clamp_(0, 1)
+            losses.append(float(loss.detach()))
+            if callback is not None:
+                callback(step + 1, time.perf_counter())
+    return params.detach(), losses
