@@ -17,8 +17,10 @@ table next to it (same name, .md) is rewritten from the whole file.
 Class lists (fixed, never chosen by results):
 - tuning: the 8 classes of shared/FINDINGS.md (goldfish, flamingo, golden retriever, tabby,
   monarch, balloon, orange, volcano); every recipe choice was made on these, seeds 0 and 1.
-- heldout: every 31st ImageNet index from 10 (10, 41, ..., 971: 32 classes, none in `tuning`),
-  seeds 100+; the recommended default was evaluated there once, after tuning.
+- heldout: every 40th ImageNet index from 20 to 940 (24 classes, none in `tuning`), seed 100;
+  the recommended default was evaluated there once, after tuning.
+- test: every 200th index from 5 (electric ray, flat-coated retriever, airship, iPod, soccer
+  ball), what tests/test_quality_real.py generates; in neither list above.
 """
 
 from __future__ import annotations
@@ -31,36 +33,40 @@ import math
 import os
 import sys
 import time
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Sequence
 
-import torch
+# Idle OpenMP threads sleep instead of spinning: on a shared machine a spinning thread burns CPU
+# time while it waits for a descheduled sibling, which made process CPU time 5x the work (measured).
+# Set before torch starts its thread pool.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
-from cag_core.augment import NO_AUGMENT, AugmentConfig
-from cag_core.class_names import short_name
-from cag_core.classifier import Classifier, Ensemble, combine
-from cag_core.mae import MAEConfig, mae_from_config
-from cag_core.optimize import OptimizeConfig, optimize
-from cag_core.progressive import ProgressiveConfig, init_noise, upsample
-from cag_core.targets import parse_target
-from cag_core.timm_classifier import embedded_classifier
+import torch  # noqa: E402
+
+from cag_core.augment import NO_AUGMENT, AugmentConfig  # noqa: E402
+from cag_core.class_names import short_name  # noqa: E402
+from cag_core.classifier import Classifier, Ensemble, combine  # noqa: E402
+from cag_core.mae import load_mae  # noqa: E402
+from cag_core.optimize import OptimizeConfig, optimize  # noqa: E402
+from cag_core.progressive import ProgressiveConfig, init_noise, upsample  # noqa: E402
+from cag_core.targets import parse_target  # noqa: E402
+from cag_core.timm_classifier import embedded_classifier  # noqa: E402
 
 LITE = ("efficientnet-lite0", "efficientnet-lite1", "efficientnet-lite2")
 SHORT = {"efficientnet-lite0": "Lite0", "efficientnet-lite1": "Lite1", "efficientnet-lite2": "Lite2"}
 
 CLASS_LISTS: dict[str, tuple[int, ...]] = {
     "tuning": (1, 130, 207, 281, 323, 417, 950, 980),
-    "heldout": tuple(range(10, 1000, 31)),
+    "heldout": tuple(range(20, 960, 40)),
+    "test": (5, 205, 405, 605, 805),
 }
 TUNING_SEEDS = (0, 1)
 HELDOUT_SEEDS = (100, 101)
 
-# A random-initialized tiny ViT MAE (no pretrained MAE ships with pip): it tests the plumbing and
-# the cost of an MAE in the loop, not the paper's learned natural-image prior.
-TINY_MAE = MAEConfig(
-    img_size=224, patch_size=16, embed_dim=64, depth=2, num_heads=2, decoder_embed_dim=32, decoder_depth=1, decoder_num_heads=2
-)
+# The toy MAE the project ships (scripts/train_tiny_mae.py: 0.6 M parameters, 64 px, trained on
+# scikit-image's photos). No published MAE installs offline; this one only shows the direction.
+TOY_MAE = Path(__file__).resolve().parent.parent / "models" / "mae" / "cag_tiny_mae_skimage.safetensors"
 
 
 @dataclass(frozen=True)
@@ -71,7 +77,7 @@ class Variant:
     config: ProgressiveConfig  # sizes, steps, noise and the per-stage OptimizeConfig
     generators: tuple[str, ...] = ("efficientnet-lite0",)  # embedded networks whose loss is averaged
     view_sizes: tuple[int | None, ...] | None = None  # classifier input side per stage (None: config's)
-    mae: str | None = None  # "tiny-random": a random tiny MAE in the loop
+    mae: str | None = None  # "toy": the shipped toy MAE, in the stages no larger than its input side
 
 
 # ---- building blocks -------------------------------------------------------------------------
@@ -94,56 +100,61 @@ def _progressive(stage: OptimizeConfig, **kw) -> ProgressiveConfig:
     return ProgressiveConfig(**base)
 
 
-FOURIER = _progressive(_stage())  # the lead's first measurement: the base every tuning row changes
-PIXELS = _stage(parameterization="pixels")
+FOURIER = _progressive(_stage())  # the lead's first measurement (classifier at its native size throughout)
+
+
+def _ladder(description: str, stage: OptimizeConfig, **kw) -> Variant:
+    return Variant(description, _progressive(stage), view_sizes=STAGE_VIEWS, **kw)
 
 
 def _tuned(description: str, *, stage: dict | None = None, views=STAGE_VIEWS, **progressive) -> Variant:
-    """A variant of the fast base (FOURIER with per-stage view sizes) changing the given fields."""
+    """A variant of the ladder's `fourier` row changing the given fields."""
     config = replace(FOURIER, stage=replace(FOURIER.stage, **(stage or {})), **progressive)
     return Variant(description, config, view_sizes=views)
 
 
+PIXELS = _stage(parameterization="pixels")
 VARIANTS: dict[str, Variant] = {
-    # -- the method ladder: each row adds one thing to the row above --
-    "plain": Variant("plain cross-entropy on pixels, no augmentation", _progressive(replace(PIXELS, augment=NO_AUGMENT))),
-    "jitter_flip": Variant("+ jitter 5 % and flips", _progressive(replace(PIXELS, augment=JITTER_FLIP))),
-    "crops": Variant("+ 2 random resized crops (area 25-100 %)", _progressive(PIXELS)),
-    "fourier": Variant("+ Fourier/decorrelated parameterization (Lucid)", FOURIER),
-    "fourier_bn_tv": Variant(
-        "+ BN-statistics 0.001 and TV 0.05 priors", _progressive(_stage(bn_weight=0.001, tv_weight=0.05))
-    ),
-    "fourier_mae_tiny": Variant(
-        "+ tiny random MAE, mask 0.75 (no pretrained MAE available)", FOURIER, mae="tiny-random"
-    ),
-    # -- tuning rows: each changes one thing of FOURIER with per-stage view sizes (`fast`) --
-    "fast": _tuned("fourier, classifier input = stage side (64, 128, native)"),
-    "steps50": _tuned("fast, 50 steps/stage", steps=(50,)),
-    "steps150": _tuned("fast, 150 steps/stage", steps=(150,)),
-    "crops1": _tuned("fast, 1 crop/step", stage=dict(augment=replace(CROPS2, crops=1))),
-    "crops4": _tuned("fast, 4 crops/step", stage=dict(augment=replace(CROPS2, crops=4))),
-    "scale10": _tuned("fast, crop area 10-100 %", stage=dict(augment=replace(CROPS2, crop_scale=(0.1, 1.0)))),
-    "scale50": _tuned("fast, crop area 50-100 %", stage=dict(augment=replace(CROPS2, crop_scale=(0.5, 1.0)))),
-    "uniform": _tuned("fast, uniform noise start", noise="uniform"),
-    "size256": _tuned("fast, 64 -> 128 -> 256", sizes=(64, 128, 256)),
-    "lr02": _tuned("fast, lr 0.02", stage=dict(lr=0.02)),
-    "lr10": _tuned("fast, lr 0.1", stage=dict(lr=0.1)),
-    "div": _tuned("fast, diversity 0.1", stage=dict(diversity_weight=0.1)),
-    "tv": _tuned("fast, TV 0.05", stage=dict(tv_weight=0.05)),
-    "bn": _tuned("fast, BN statistics 0.001", stage=dict(bn_weight=0.001)),
+    # -- the method ladder: each row adds one thing to the row above. To halve their cost, all
+    #    rows run the classifier at each stage's own side (64, 128, native); `views224` and
+    #    `default` run it at 224 throughout. --
+    "plain": _ladder("plain cross-entropy on pixels, no augmentation", replace(PIXELS, augment=NO_AUGMENT)),
+    "jitter_flip": _ladder("+ jitter 5 % and flips", replace(PIXELS, augment=JITTER_FLIP)),
+    "crops": _ladder("+ 2 random resized crops (area 25-100 %)", PIXELS),
+    "fourier": _ladder("+ Fourier/decorrelated parameterization (Lucid)", _stage()),
+    "bn_tv": _ladder("+ BN-statistics 0.001 and TV 0.05 priors", _stage(bn_weight=0.001, tv_weight=0.05)),
+    "mae_toy": _ladder("fourier + the shipped toy MAE (64 px, mask 0.75) in the 64 px stage", _stage(), mae="toy"),
+    # -- tuning rows: each changes one thing of `fourier` --
+    "views224": Variant("fourier, classifier at 224 in every stage", FOURIER),
+    "steps50": _tuned("fourier, 50 steps/stage", steps=(50,)),
+    "steps150": _tuned("fourier, 150 steps/stage", steps=(150,)),
+    "crops1": _tuned("fourier, 1 crop/step", stage=dict(augment=replace(CROPS2, crops=1))),
+    "crops4": _tuned("fourier, 4 crops/step", stage=dict(augment=replace(CROPS2, crops=4))),
+    "scale10": _tuned("fourier, crop area 10-100 %", stage=dict(augment=replace(CROPS2, crop_scale=(0.1, 1.0)))),
+    "scale50": _tuned("fourier, crop area 50-100 %", stage=dict(augment=replace(CROPS2, crop_scale=(0.5, 1.0)))),
+    "uniform": _tuned("fourier, uniform-noise start", noise="uniform"),
+    "size256": _tuned("fourier, 64 -> 128 -> 256", sizes=(64, 128, 256)),
+    "lr02": _tuned("fourier, lr 0.02", stage=dict(lr=0.02)),
+    "lr10": _tuned("fourier, lr 0.1", stage=dict(lr=0.1)),
+    "div": _tuned("fourier, diversity 0.1", stage=dict(diversity_weight=0.1)),
+    "tv": _tuned("fourier, TV 0.05", stage=dict(tv_weight=0.05)),
+    "bn": _tuned("fourier, BN statistics 0.001", stage=dict(bn_weight=0.001)),
 }
-# The recommended default (set after tuning) and the ensemble built on it.
-VARIANTS["default"] = replace(VARIANTS["fast"], description="recommended default")
+# The recommended default (chosen after tuning) and the ensemble (on the ladder's `fourier` row).
+VARIANTS["default"] = Variant(
+    "recommended default: fourier, 2 crops, 100 steps, classifier at 224, 64 -> 128 -> 256",
+    replace(FOURIER, sizes=(64, 128, 256)),
+)
 VARIANTS["ensemble"] = replace(
-    VARIANTS["default"],
-    description="default, generated by Lite0 + Lite1 (judged by Lite2 only)",
+    VARIANTS["fourier"],
+    description="fourier, generated by Lite0 + Lite1 (judged by Lite2 only)",
     generators=("efficientnet-lite0", "efficientnet-lite1"),
 )
 
 GROUPS = {
-    "ladder": ("plain", "jitter_flip", "crops", "fourier", "fourier_bn_tv", "fourier_mae_tiny", "ensemble"),
+    "ladder": ("plain", "jitter_flip", "crops", "fourier", "bn_tv", "mae_toy", "ensemble"),
     "tuning": (
-        "fast", "steps50", "steps150", "crops1", "crops4", "scale10", "scale50", "uniform", "size256",
+        "views224", "steps50", "steps150", "crops1", "crops4", "scale10", "scale50", "uniform", "size256",
         "lr02", "lr10", "div", "tv", "bn",
     ),
 }
@@ -192,8 +203,11 @@ def generate_variant(
     views = variant.view_sizes or (config.stage.view_size,) * len(config.sizes)
     for size, stage, view in zip(config.sizes, config.stage_configs(), views):
         images = upsample(images, size, size, config.upsample_method)
+        stage_mae = mae if mae is not None and size <= mae.config.img_size else None
         with classifier_input(ensemble, view):
-            images = optimize(images, ensemble, target, config=replace(stage, view_size=view), mae=mae, generator=generator).images
+            images = optimize(
+                images, ensemble, target, config=replace(stage, view_size=view), mae=stage_mae, generator=generator
+            ).images
     return images
 
 
@@ -230,6 +244,37 @@ def judge(net: Classifier, images: torch.Tensor, classes: Sequence[int]) -> list
     return out
 
 
+def cpu_probe(variant: Variant, steps: int = 5, batch: int = 8) -> dict:
+    """Process CPU seconds per image of the whole recipe, from `steps` timed steps per stage (after
+    one warm-up step) on a batch of `batch` random images: cheap, and insensitive to other jobs."""
+    ensemble = combine(*(classifier(g) for g in variant.generators))
+    target = parse_target(";".join(str(c) for c in range(batch)), ensemble.class_names, batch)
+    mae = load_mae(TOY_MAE) if variant.mae == "toy" else None
+    config = variant.config
+    views = variant.view_sizes or (config.stage.view_size,) * len(config.sizes)
+    generator = torch.Generator().manual_seed(0)
+    per_step, total = [], 0.0
+    for size, stage, view in zip(config.sizes, config.stage_configs(), views):
+        images = torch.rand(batch, 3, size, size, generator=generator)
+        stage_mae = mae if mae is not None and size <= mae.config.img_size else None
+        with classifier_input(ensemble, view):
+            optimize(images, ensemble, target, config=replace(stage, steps=1, view_size=view), mae=stage_mae)
+            c0 = time.process_time()
+            optimize(images, ensemble, target, config=replace(stage, steps=steps, view_size=view), mae=stage_mae)
+            seconds = (time.process_time() - c0) / steps
+        per_step.append(round(seconds, 3))
+        total += seconds * stage.steps
+    return {
+        "cpu_seconds_per_image": round(total / batch, 1),
+        "cpu_seconds_per_step": per_step,
+        "steps_timed_per_stage": steps,
+        "batch": batch,
+        "threads": torch.get_num_threads(),
+        "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY", "default"),
+        "loadavg": round(os.getloadavg()[0], 2),
+    }
+
+
 def run(
     variant_names: Sequence[str],
     classes: Sequence[int],
@@ -248,7 +293,7 @@ def run(
         variant = get_variant(name)
         ensemble = combine(*(classifier(g) for g in variant.generators))
         judges = [j for j in LITE if j not in variant.generators]
-        mae = mae_from_config(TINY_MAE, seed=0) if variant.mae == "tiny-random" else None
+        mae = load_mae(TOY_MAE) if variant.mae == "toy" else None
         entry = results["variants"].setdefault(name, {})
         entry.update(
             description=variant.description,
@@ -261,9 +306,9 @@ def run(
             for start in range(0, len(classes), batch):
                 chunk = list(classes[start : start + batch])
                 load_before = os.getloadavg()[0]
-                t0 = time.perf_counter()
+                t0, c0 = time.perf_counter(), time.process_time()
                 images = generate_variant(variant, ensemble, chunk, seed, mae)
-                seconds = time.perf_counter() - t0
+                seconds, cpu_seconds = time.perf_counter() - t0, time.process_time() - c0
                 verdicts = {SHORT[j]: judge(classifier(j), images, chunk) for j in judges}
                 self_check = judge(classifier(variant.generators[0]), images, chunk)
                 load = (load_before + os.getloadavg()[0]) / 2
@@ -276,8 +321,10 @@ def run(
                             "name": short_name(classifier(LITE[0]).class_names[c]),
                             "seed": seed,
                             "seconds_per_image": round(seconds / len(chunk), 2),
+                            "cpu_seconds_per_image": round(cpu_seconds / len(chunk), 2),
                             "batch": len(chunk),
                             "loadavg": round(load, 2),
+                            "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY", "default"),
                             "generator_top1": self_check[i]["top1"],
                             "judges": {k: v[i] for k, v in verdicts.items()},
                         }
@@ -291,7 +338,8 @@ def run(
                     f"{k} top1 {sum(v['top1'] for v in vs)}/{len(vs)} top5 {sum(v['top5'] for v in vs)}/{len(vs)}"
                     for k, vs in verdicts.items()
                 )
-                print(f"[{name}] seed {seed} classes {chunk[0]}..{chunk[-1]}: {seconds / len(chunk):.1f} s/image "
+                print(f"[{name}] seed {seed} classes {chunk[0]}..{chunk[-1]}: {seconds / len(chunk):.1f} s/image, "
+                      f"{cpu_seconds / len(chunk):.1f} CPU s/image "
                       f"(load {load:.1f})  {line}", flush=True)
     return kept
 
@@ -322,6 +370,10 @@ def summarize(records: list[dict]) -> dict:
         out[j] = {k: _mean(v[k] for v in verdicts) for k in ("top1", "top5", "p")}
     # Batches are timed as a whole: weight each batch once, not each image.
     out["seconds_per_image"] = _median(r["seconds_per_image"] for r in records)
+    # CPU time means something only when idle OpenMP threads did not spin (see OMP_WAIT_POLICY above).
+    out["cpu_seconds_per_image"] = _median(
+        r["cpu_seconds_per_image"] for r in records if r.get("omp_wait_policy", "").upper() == "PASSIVE"
+    )
     out["loadavg"] = _median(r["loadavg"] for r in records)
     return out
 
@@ -354,16 +406,43 @@ def _pct(x) -> str:
     return "-" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{100 * x:.0f} %"
 
 
+def _num(x) -> str:
+    return "-" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{x:.1f}"
+
+
+def _cpu(entry: dict, summary: dict):
+    probe = entry.get("cpu_probe")
+    if probe and probe.get("omp_wait_policy", "").upper() == "PASSIVE":
+        return probe["cpu_seconds_per_image"]
+    return summary.get("cpu_seconds_per_image")
+
+
+SPLIT_TITLES = {
+    "heldout": "Held-out classes (the result): every 40th index from 20 to 940, 24 classes",
+    "tuning": "Tuning classes (every choice was made here): 1, 130, 207, 281, 323, 417, 950, 980",
+    "test": "Test classes (tests/test_quality_real.py): 5, 205, 405, 605, 805",
+}
+
+
 def markdown_table(results: dict) -> str:
-    lines = []
-    splits = sorted({s for e in results["variants"].values() for s in e.get("summary", {})}, key=lambda s: (s != "heldout", s))
+    lines = [
+        "# Transfer of generated images to classifiers that did not generate them",
+        "",
+        "Written by `python -m benchmarks.quality` from quality.json (per-image records there).",
+        "",
+    ]
+    splits = sorted(
+        {s for e in results["variants"].values() for s in e.get("summary", {})},
+        key=lambda s: (list(SPLIT_TITLES).index(s) if s in SPLIT_TITLES else len(SPLIT_TITLES), s),
+    )
     for split in splits:
+        seeds = sorted({r["seed"] for e in results["variants"].values() for r in e["records"] if r["split"] == split})
         lines += [
-            f"### {split} classes",
+            f"### {SPLIT_TITLES.get(split, split)} (seeds {', '.join(map(str, seeds))})",
             "",
             "| variant | what it changes | generates | Lite1 top-1 | Lite1 top-5 | Lite1 p | Lite2 top-1 | Lite2 top-5 "
-            "| Lite2 p | generator top-1 | s / image | images | load |",
-            "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+            "| Lite2 p | generator top-1 | s / image | CPU s / image | images | load |",
+            "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
         ]
         for name, entry in results["variants"].items():
             s = entry.get("summary", {}).get(split)
@@ -374,13 +453,18 @@ def markdown_table(results: dict) -> str:
                 f"| {name} | {entry['description']} | {' + '.join(entry['generators'])} "
                 f"| {_pct(l1.get('top1'))} | {_pct(l1.get('top5'))} | {l1.get('p', '-')} "
                 f"| {_pct(l2.get('top1'))} | {_pct(l2.get('top5'))} | {l2.get('p', '-')} "
-                f"| {_pct(s['generator_top1'])} | {s['seconds_per_image']:.1f} | {s['images']} | {s['loadavg']:.1f} |"
+                f"| {_pct(s['generator_top1'])} | {s['seconds_per_image']:.1f} | {_num(_cpu(entry, s))} "
+                f"| {s['images']} | {s['loadavg']:.1f} |"
             )
         lines.append("")
     lines.append(
         "Judges never generated: Lite1 and Lite2 judge Lite0's images; the Lite0 + Lite1 ensemble is judged "
-        "by Lite2 only. p = mean softmax probability of the target. s / image: median over batches of 8 "
-        "on a shared 2-core CPU; load = 1-minute load average while it ran (2.0 = both cores busy)."
+        "by Lite2 only. p = mean softmax probability of the target. s / image: wall seconds, median over "
+        "batches of 8, on a 2-core CPU shared with other jobs; load = the 1-minute load average while it ran "
+        "(2.0 = both cores busy, more = contention inflating the wall time). CPU s / image: process CPU time "
+        "of the whole recipe (both threads together, idle threads sleeping), from `--cpu-probe` (a few "
+        "timed steps per stage) or else from the timed batches; it is far less sensitive to other jobs, "
+        "and on 2 idle cores the wall time is between half of it and all of it."
     )
     return "\n".join(lines) + "\n"
 
@@ -421,8 +505,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--grid", type=Path, default=None, help="write a PNG grid of --grid-variant's images (first seed)")
     parser.add_argument("--grid-variant", default="default")
     parser.add_argument("--grid-count", type=int, default=8, help="images in the grid")
+    parser.add_argument("--grid-side", type=int, default=192, help="px per image in the grid")
+    parser.add_argument("--grid-columns", type=int, default=4)
     parser.add_argument("--batch", type=int, default=8)
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
+    parser.add_argument("--cpu-probe", type=int, default=0, metavar="STEPS",
+                        help="instead of generating, time STEPS steps per stage of each variant (CPU seconds)")
     parser.add_argument("--list", action="store_true", help="list the variants and exit")
     args = parser.parse_args(argv)
 
@@ -439,6 +527,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     classes = CLASS_LISTS.get(args.classes) or parse_ints(args.classes)
     seeds = parse_ints(args.seeds) if args.seeds else (HELDOUT_SEEDS[:1] if split == "heldout" else TUNING_SEEDS)
     variants = expand_variants(args.variants)
+    if args.cpu_probe:
+        results = load_results(args.out)
+        for name in variants:
+            probe = cpu_probe(get_variant(name), args.cpu_probe, args.batch)
+            results["variants"].setdefault(name, {"description": get_variant(name).description, "records": []})
+            results["variants"][name]["cpu_probe"] = probe
+            save_results(args.out, results)
+            print(f"[{name}] {probe['cpu_seconds_per_image']} CPU s/image (per step: {probe['cpu_seconds_per_step']})")
+        return 0
     keep = args.grid_variant if args.grid else None
     print(f"{len(variants)} variants x {len(classes)} classes x {len(seeds)} seeds; torch threads {torch.get_num_threads()}", flush=True)
     kept = run(variants, classes, seeds, split, args.out, batch=args.batch, keep_images=keep)
@@ -446,7 +543,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if not kept:
             print(f"No images of '{args.grid_variant}' were generated in this run: no grid written.", file=sys.stderr)
             return 1
-        save_grid(dict(list(kept.items())[: args.grid_count]), args.grid)
+        save_grid(dict(list(kept.items())[: args.grid_count]), args.grid, args.grid_side, args.grid_columns)
         print(f"grid: {args.grid} ({args.grid.stat().st_size / 1e6:.2f} MB)")
     print(f"results: {args.out} and {args.out.with_suffix('.md')}")
     return 0
