@@ -288,3 +288,20 @@ def test_built_in_inference_mode_still_gives_gradients(tokenizer, tiny_registere
             x = images().requires_grad_(True)
             F.cross_entropy(clf(x), torch.zeros(2, dtype=torch.long)).backward()
         assert x.grad is not None and torch.isfinite(x.grad).all() and x.grad.abs().sum() > 0
+
+
+def test_cli_generates_from_a_text_prompt_with_a_local_checkpoint(tiny_registered, tmp_path, capsys):
+    """`python -m cag_core generate --text ... --clip model@checkpoint` runs end to end offline."""
+    from PIL import Image
+
+    from cag_core.cli import main
+
+    checkpoint = tmp_path / "tiny_clip.safetensors"
+    save_file(make_tiny_clip().state_dict(), checkpoint)
+    out = tmp_path / "fox.png"
+    code = main(["generate", "--text", "a red fox:1 | snow:0.3", "--negative", "blurry",
+                 "--clip", f"{tiny_registered}@{checkpoint}", "--sizes", "16", "24", "--steps", "3",
+                 "--crops", "2", "--out", str(out), "--quiet"])
+    assert code == 0, capsys.readouterr().err
+    assert Image.open(out).size == (24, 24)
+    assert "a red fox" in capsys.readouterr().out
