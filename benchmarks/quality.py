@@ -62,7 +62,7 @@ CLASS_LISTS: dict[str, tuple[int, ...]] = {
     "test": (5, 205, 405, 605, 805),
 }
 TUNING_SEEDS = (0, 1)
-HELDOUT_SEEDS = (100, 101)
+HELDOUT_SEEDS = (100,)
 
 # The toy MAE the project ships (scripts/train_tiny_mae.py: 0.6 M parameters, 64 px, trained on
 # scikit-image's photos). No published MAE installs offline; this one only shows the direction.
@@ -144,6 +144,11 @@ VARIANTS: dict[str, Variant] = {
 VARIANTS["default"] = Variant(
     "recommended default: fourier, 2 crops, 100 steps, classifier at 224, 64 -> 128 -> 256",
     replace(FOURIER, sizes=(64, 128, 256)),
+)
+VARIANTS["default_priors"] = replace(
+    VARIANTS["default"],
+    description="default + BN-statistics 0.001 and TV 0.05",
+    config=replace(VARIANTS["default"].config, stage=replace(FOURIER.stage, bn_weight=0.001, tv_weight=0.05)),
 )
 VARIANTS["ensemble"] = replace(
     VARIANTS["fourier"],
@@ -364,7 +369,11 @@ def load_results(path: Path) -> dict:
 def summarize(records: list[dict]) -> dict:
     n = len(records)
     judges = sorted({j for r in records for j in r["judges"]})
-    out = {"images": n, "generator_top1": _mean(r["generator_top1"] for r in records)}
+    out = {
+        "images": n,
+        "seeds": sorted({r["seed"] for r in records}),
+        "generator_top1": _mean(r["generator_top1"] for r in records),
+    }
     for j in judges:
         verdicts = [r["judges"][j] for r in records if j in r["judges"]]
         out[j] = {k: _mean(v[k] for v in verdicts) for k in ("top1", "top5", "p")}
@@ -375,6 +384,7 @@ def summarize(records: list[dict]) -> dict:
         r["cpu_seconds_per_image"] for r in records if r.get("omp_wait_policy", "").upper() == "PASSIVE"
     )
     out["loadavg"] = _median(r["loadavg"] for r in records)
+    out["passive"] = all(r.get("omp_wait_policy", "").upper() == "PASSIVE" for r in records)
     return out
 
 
@@ -441,10 +451,13 @@ def markdown_table(results: dict) -> str:
             f"### {SPLIT_TITLES.get(split, split)} (seeds {', '.join(map(str, seeds))})",
             "",
             "| variant | what it changes | generates | Lite1 top-1 | Lite1 top-5 | Lite1 p | Lite2 top-1 | Lite2 top-5 "
-            "| Lite2 p | generator top-1 | s / image | CPU s / image | images | load |",
-            "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+            "| Lite2 p | generator top-1 | s / image | CPU s / image | images | seeds | load |",
+            "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
         ]
-        for name, entry in results["variants"].items():
+        order = list(GROUPS["ladder"]) + ["default", "default_priors"] + list(GROUPS["tuning"])
+        names = sorted(results["variants"], key=lambda n: order.index(n) if n in order else len(order))
+        for name in names:
+            entry = results["variants"][name]
             s = entry.get("summary", {}).get(split)
             if not s:
                 continue
@@ -453,8 +466,9 @@ def markdown_table(results: dict) -> str:
                 f"| {name} | {entry['description']} | {' + '.join(entry['generators'])} "
                 f"| {_pct(l1.get('top1'))} | {_pct(l1.get('top5'))} | {l1.get('p', '-')} "
                 f"| {_pct(l2.get('top1'))} | {_pct(l2.get('top5'))} | {l2.get('p', '-')} "
-                f"| {_pct(s['generator_top1'])} | {s['seconds_per_image']:.1f} | {_num(_cpu(entry, s))} "
-                f"| {s['images']} | {s['loadavg']:.1f} |"
+                f"| {_pct(s['generator_top1'])} | {s['seconds_per_image']:.1f}{'' if s.get('passive') else ' *'} "
+                f"| {_num(_cpu(entry, s))} "
+                f"| {s['images']} | {','.join(map(str, s['seeds']))} | {s['loadavg']:.1f} |"
             )
         lines.append("")
     lines.append(
@@ -464,7 +478,9 @@ def markdown_table(results: dict) -> str:
         "(2.0 = both cores busy, more = contention inflating the wall time). CPU s / image: process CPU time "
         "of the whole recipe (both threads together, idle threads sleeping), from `--cpu-probe` (a few "
         "timed steps per stage) or else from the timed batches; it is far less sensitive to other jobs, "
-        "and on 2 idle cores the wall time is between half of it and all of it."
+        "and on 2 idle cores the wall time is between half of it and all of it. * = timed before the benchmark "
+        "set OMP_WAIT_POLICY=PASSIVE: spinning OpenMP threads on the shared machine inflated those wall times "
+        "about 3x (compare their CPU s / image)."
     )
     return "\n".join(lines) + "\n"
 
@@ -497,12 +513,20 @@ def parse_ints(text: str) -> tuple[int, ...]:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--classes", default="tuning", help=f"a list name ({', '.join(CLASS_LISTS)}) or comma-separated indices")
-    parser.add_argument("--seeds", default=None, help="comma-separated seeds (default: 0,1 for tuning, 100 for heldout)")
-    parser.add_argument("--variants", default="default", help=f"comma-separated names or groups ({', '.join(GROUPS)}); --list shows all")
+    parser = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument(
+        "--classes", default="tuning", help=f"a list name ({', '.join(CLASS_LISTS)}) or comma-separated indices"
+    )
+    parser.add_argument("--seeds", default=None, help="comma-separated seeds (default: 0,1; heldout: 100; test: 0)")
+    parser.add_argument(
+        "--variants", default="default", help=f"comma-separated names or groups ({', '.join(GROUPS)}); --list shows all"
+    )
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results/quality.json"))
-    parser.add_argument("--grid", type=Path, default=None, help="write a PNG grid of --grid-variant's images (first seed)")
+    parser.add_argument(
+        "--grid", type=Path, default=None, help="write a PNG grid of --grid-variant's images (first seed)"
+    )
     parser.add_argument("--grid-variant", default="default")
     parser.add_argument("--grid-count", type=int, default=8, help="images in the grid")
     parser.add_argument("--grid-side", type=int, default=192, help="px per image in the grid")
@@ -525,7 +549,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         torch.set_num_threads(args.threads)
     split = args.classes if args.classes in CLASS_LISTS else "custom"
     classes = CLASS_LISTS.get(args.classes) or parse_ints(args.classes)
-    seeds = parse_ints(args.seeds) if args.seeds else (HELDOUT_SEEDS[:1] if split == "heldout" else TUNING_SEEDS)
+    default_seeds = {"heldout": HELDOUT_SEEDS, "test": (0,)}.get(split, TUNING_SEEDS)
+    seeds = parse_ints(args.seeds) if args.seeds else default_seeds
     variants = expand_variants(args.variants)
     if args.cpu_probe:
         results = load_results(args.out)
@@ -537,7 +562,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"[{name}] {probe['cpu_seconds_per_image']} CPU s/image (per step: {probe['cpu_seconds_per_step']})")
         return 0
     keep = args.grid_variant if args.grid else None
-    print(f"{len(variants)} variants x {len(classes)} classes x {len(seeds)} seeds; torch threads {torch.get_num_threads()}", flush=True)
+    print(
+        f"{len(variants)} variants x {len(classes)} classes x {len(seeds)} seeds; "
+        f"torch threads {torch.get_num_threads()}",
+        flush=True,
+    )
     kept = run(variants, classes, seeds, split, args.out, batch=args.batch, keep_images=keep)
     if args.grid:
         if not kept:
