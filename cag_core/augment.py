@@ -20,7 +20,7 @@ from .errors import CaGError
 
 @dataclass(frozen=True)
 class AugmentConfig:
-    crops: int = 4  # views per image per step (their losses are averaged); 1 = one view
+    crops: int = 2  # views per image per step (their losses are averaged); 1 = one view
     crop_scale: tuple[float, float] = (0.25, 1.0)  # crop area as a fraction of the image
     crop_ratio: tuple[float, float] = (3 / 4, 4 / 3)  # crop aspect ratio range
     jitter: float = 0.05  # max shift as a fraction of the image side (wraps by reflection)
