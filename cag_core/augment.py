@@ -16,6 +16,7 @@ import torch
 import torch.nn.functional as F
 
 from .errors import CaGError
+from .transfer import to_device
 
 
 @dataclass(frozen=True)
@@ -73,7 +74,7 @@ def random_views(
             return images
         return F.interpolate(images, size=out_size, mode="bilinear", align_corners=False)
     b, c = images.shape[:2]
-    theta = view_thetas(b, cfg, generator).to(device=images.device, dtype=images.dtype)
+    theta = to_device(view_thetas(b, cfg, generator), images.device, images.dtype)
     grid = F.affine_grid(theta, [b * cfg.crops, c, *out_size], align_corners=False)
     source = images.repeat_interleave(cfg.crops, dim=0) if cfg.crops > 1 else images
     return F.grid_sample(source, grid, mode="bilinear", padding_mode="reflection", align_corners=False)

@@ -20,6 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .batchnorm_folding import fold_batchnorm
 from .errors import CaGError
 
 # (features -> logits) head and (images -> features) body, for models that are not timm models.
@@ -74,6 +75,7 @@ class Classifier(nn.Module):
         self.register_buffer("std", torch.tensor(std, dtype=torch.float32).view(1, 3, 1, 1), persistent=False)
         self.has_batchnorm = any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in model.modules())
         self.channels_last = False
+        self._drop_folded()
         if channels_last:
             self.use_channels_last(True)
 
@@ -98,22 +100,63 @@ class Classifier(nn.Module):
         self.channels_last = bool(enabled)
         return self
 
-    def prepare(self, images01: torch.Tensor) -> torch.Tensor:
-        """Resize to the input size and normalize; images [B, 3, H, W] in [0, 1]."""
+    def _drop_folded(self) -> None:
+        # {fast layout is channels_last: folded copy or None}. Set through __dict__, since
+        # nn.Module.__setattr__ would register the copies as submodules.
+        self.__dict__["_folded"] = {}
+
+    def _apply(self, fn, *args, **kwargs):
+        # .to(device / dtype) and friends: the folded copy is rebuilt from the moved model.
+        self._drop_folded()
+        return super()._apply(fn, *args, **kwargs)
+
+    @property
+    def fast_channels_last(self) -> bool:
+        """Layout of the fast path: channels_last when asked for, and always on the CPU, where
+        oneDNN's NHWC convolutions ran forward+backward 1.2x (ResNet-50) to 1.5x (Lite0, folded)
+        faster than NCHW on 2 cores; on CUDA it was not a clear win in bf16 (benchmarks/README.md)."""
+        return self.channels_last or self.device.type == "cpu"
+
+    def folded_model(self) -> nn.Module:
+        """The model with its eval BatchNorms folded into the convolutions before them (the same
+        function up to fp32 rounding, fewer passes over memory; batchnorm_folding.py), in the
+        fast path's layout; or the model itself when nothing folds. Built once, checked against
+        the model, and kept outside the module tree, so state_dict, parameters and BN hooks see
+        only the original."""
+        cache = self.__dict__["_folded"]
+        layout = self.fast_channels_last
+        if layout not in cache:
+            dtype = next((p.dtype for p in self.model.parameters()), torch.float32)
+            example = torch.rand(2, 3, *self.input_size, generator=torch.Generator().manual_seed(0))
+            example = self.prepare(example.to(self.device, dtype), layout)
+            with torch.inference_mode(False), torch.autocast(self.device.type, enabled=False):
+                folded = fold_batchnorm(self.model, example)
+                if folded is not None:
+                    folded.to(memory_format=torch.channels_last if layout else torch.contiguous_format)
+            cache[layout] = folded
+        return cache[layout] if cache[layout] is not None else self.model
+
+    def prepare(self, images01: torch.Tensor, channels_last: bool | None = None) -> torch.Tensor:
+        """Resize to the input size and normalize; images [B, 3, H, W] in [0, 1]. The layout is
+        `channels_last`, by default the model's."""
         if images01.shape[-2:] != self.input_size:
             images01 = F.interpolate(
                 images01, size=self.input_size, mode=self.interpolation, align_corners=False, antialias=False
             )
         x = (images01 - self.mean.to(images01.dtype)) / self.std.to(images01.dtype)
-        return x.contiguous(memory_format=torch.channels_last) if self.channels_last else x
+        channels_last = self.channels_last if channels_last is None else channels_last
+        return x.contiguous(memory_format=torch.channels_last) if channels_last else x
 
-    def logits_and_features(self, images01: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """(logits [B, C], pre-logit features [B, D]) for images in [0, 1]."""
-        x = self.prepare(images01)
-        model = self.model
+    def logits_and_features(self, images01: torch.Tensor, *, fast: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+        """(logits [B, C], pre-logit features [B, D]) for images in [0, 1].
+
+        fast: run `folded_model()` in the fast layout (the same values up to fp32 rounding);
+        callers that hook the BatchNorm layers, like the BN-statistics loss, must leave it off."""
         if self._features_fn is not None and self._head_fn is not None:
-            features = self._features_fn(x)
+            features = self._features_fn(self.prepare(images01))
             return self._head_fn(features), features
+        model = self.folded_model() if fast else self.model
+        x = self.prepare(images01, self.fast_channels_last if fast and model is not self.model else None)
         if hasattr(model, "forward_features") and hasattr(model, "forward_head"):
             feature_map = model.forward_features(x)
             # Pooling twice is negligible next to the body, and safer than assuming that

@@ -29,6 +29,7 @@ from einops import rearrange
 from torch import nn
 
 from .errors import CaGError, WeightsError, describe_key_mismatch
+from .transfer import to_device
 from .weights import PICKLE_SUFFIXES, load_file, read_safetensors_metadata, save_file
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -388,7 +389,7 @@ class MaskedAutoencoder(nn.Module):
                 noise = self.sample_noise(B, generator)
             elif noise.shape != (B, L):
                 raise CaGError(f"MAE reconstruct: noise must have shape {(B, L)}; got {tuple(noise.shape)}.")
-            ids_keep, ids_restore = _masking_ids(noise.to(x.device), num_kept(L, mask_ratio))
+            ids_keep, ids_restore = _masking_ids(to_device(noise, x.device), num_kept(L, mask_ratio))
 
         pred = self.forward_decoder(self.forward_encoder(x, ids_keep), ids_restore)
         # The visualize checkpoints predict ImageNet-normalized pixels (norm_pix_loss=False).

@@ -18,6 +18,7 @@ import torch
 
 from .augment import AugmentConfig, random_views
 from .classifier import Classifier, Ensemble, as_ensemble
+from .cpu_linear import cpu_linear_mode
 from .errors import CaGError, NonFiniteLossError
 from .losses import BatchNormStats, diversity_loss, target_loss, total_variation
 from .parameterization import PARAMETERIZATIONS, parameterize
@@ -120,6 +121,22 @@ def views_per_forward(config: OptimizeConfig, device: torch.device, ensemble: En
     return max(1, CPU_VIEW_PIXELS // max(m.input_size[0] * m.input_size[1] for m in ensemble.members))
 
 
+def fast_classifier_path(device: torch.device, autocast: str) -> bool:
+    """Whether classifiers run their BatchNorm-folded, channels_last copy (Classifier.folded_model):
+    on the CPU in fp32, where it matched the plain model to fp32 rounding and made a Lite0 step
+    2x faster. Not under bf16/fp16 or on CUDA: there, one EfficientNet-Lite0 step through the
+    folded copy moved further from the reference (loss 1-5 %) than the reference's own bf16 run
+    did, on an H200 (benchmarks/README.md)."""
+    return device.type == "cpu" and autocast in ("auto", "off")
+
+
+def defer_loss_read(device: torch.device) -> bool:
+    """On a GPU, reading the loss waits for the step to finish, so the CPU could not queue the next
+    step meanwhile. There the loss (NaN check, callback) is read one step late, after the next
+    step is queued; a stop request then lands one step late. CPUs read at once."""
+    return device.type != "cpu"
+
+
 def check_devices(images: torch.Tensor, ensemble: Ensemble, mae: object | None) -> torch.device:
     """All models must sit on the images' device; say which one does not."""
     device = images.device
@@ -177,6 +194,19 @@ def optimize(
         bn_stats = BatchNormStats(list(ensemble.members)) if config.bn_weight > 0 else None
         chunk = views_per_forward(config, device, ensemble)
         losses: list[float] = []
+        defer = defer_loss_read(device)
+        pending: tuple[int, torch.Tensor, torch.Tensor] | None = None
+
+        def report(step: int, images: torch.Tensor, loss: torch.Tensor) -> bool:
+            loss_value = float(loss)
+            if not math.isfinite(loss_value):
+                raise NonFiniteLossError(
+                    f"The loss became {loss_value} at step {step + 1} of {config.steps}; no image is returned. "
+                    "Lower lr or the loss weights, or use autocast 'off'."
+                )
+            losses.append(loss_value)
+            return bool(callback is not None and callback(step + 1, config.steps, images, loss_value))
+
         stopped = False
         with bn_stats if bn_stats is not None else contextlib.nullcontext():
             for step in range(config.steps):
@@ -184,23 +214,21 @@ def optimize(
                 # The image stays fp32 outside autocast: in bf16 its colour mixing and sigmoid lose
                 # precision for nothing (tiny ops), and one step's gradient moved further from fp32's.
                 images = image_fn()
-                with _autocast(device, config.autocast):
+                with _autocast(device, config.autocast), cpu_linear_mode(device):
                     loss = _step_loss(
                         images, ensemble, target, mae, config, generator, view_size, views, bn_stats, chunk
-                    )
-                loss_value = float(loss.detach())
-                if not math.isfinite(loss_value):
-                    raise NonFiniteLossError(
-                        f"The loss became {loss_value} at step {step + 1} of {config.steps}; no image is returned. "
-                        "Lower lr or the loss weights, or use autocast 'off'."
                     )
                 loss.backward()
                 optimizer.step()
                 image_fn.after_step()
-                losses.append(loss_value)
-                if callback is not None and callback(step + 1, config.steps, images.detach(), loss_value):
+                done = (step, images.detach(), loss.detach())
+                if defer:  # report the previous step, now that this one is queued
+                    done, pending = pending, done
+                if done is not None and report(*done):
                     stopped = True
                     break
+            if pending is not None and not stopped:
+                stopped = report(*pending)
         with torch.no_grad():
             final = image_fn().detach().float().clamp(0, 1)
     return OptimizeResult(final, losses, stopped)
@@ -225,8 +253,9 @@ def _step_loss(
     crops = random_views(source, view_size, config.augment, generator)
     loss = images.new_zeros((), dtype=torch.float32)
     total_weight = sum(ensemble.weights)
+    fast = bn_stats is None and fast_classifier_path(images.device, config.autocast)
     for member, weight in zip(ensemble.members, ensemble.weights):
-        logits, features = _classify(member, crops, chunk)
+        logits, features = _classify(member, crops, chunk, fast=fast)
         member_loss = target_loss(logits, target, views)
         if config.diversity_weight > 0:
             member_loss = member_loss + config.diversity_weight * diversity_loss(features, batch, views)
@@ -240,9 +269,11 @@ def _step_loss(
     return loss
 
 
-def _classify(member: Classifier, crops: torch.Tensor, chunk: int | None) -> tuple[torch.Tensor, torch.Tensor]:
+def _classify(
+    member: Classifier, crops: torch.Tensor, chunk: int | None, fast: bool = False
+) -> tuple[torch.Tensor, torch.Tensor]:
     """`member.logits_and_features(crops)`, `chunk` views per forward (None: all at once)."""
     if chunk is None or crops.shape[0] <= chunk:
-        return member.logits_and_features(crops)
-    parts = [member.logits_and_features(part) for part in crops.split(chunk)]
+        return member.logits_and_features(crops, fast=fast)
+    parts = [member.logits_and_features(part, fast=fast) for part in crops.split(chunk)]
     return torch.cat([logits for logits, _ in parts]), torch.cat([features for _, features in parts])

@@ -1,0 +1,23 @@
+"""Host -> device copies that do not stall the GPU.
+
+Random numbers (MAE masks, view matrices) are drawn on the CPU so that a seed gives the same
+images on every device. A plain `.to("cuda")` from pageable memory waits until the GPU has
+finished all queued work, so two such copies per step meant the CPU could not queue step k+1
+while the GPU ran step k. Pinned memory with `non_blocking=True` queues the copy instead; the
+caching host allocator keeps the pinned block alive until the copy has run.
+"""
+
+from __future__ import annotations
+
+import torch
+
+
+def to_device(tensor: torch.Tensor, device: torch.device, dtype: torch.dtype | None = None) -> torch.Tensor:
+    """`tensor.to(device, dtype)`; from the CPU to CUDA through pinned memory, without a sync."""
+    if dtype is not None and tensor.dtype != dtype:
+        tensor = tensor.to(dtype)
+    if tensor.device == device:
+        return tensor
+    if device.type == "cuda" and tensor.device.type == "cpu":
+        return tensor.pin_memory().to(device, non_blocking=True)
+    return tensor.to(device)

@@ -1,0 +1,218 @@
+"""The engine's speed-ups compute the same step: oneDNN linear, BatchNorm folding, deferred loss reads."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import pytest
+import torch
+from torch import nn
+
+import cag_core.optimize as optimize_module
+from cag_core import cpu_linear
+from cag_core.batchnorm_folding import fold_batchnorm
+from cag_core.errors import NonFiniteLossError
+from cag_core.mae import MAEConfig, mae_from_config
+from cag_core.optimize import OptimizeConfig, optimize
+from cag_core.transfer import to_device
+from tiny import tiny_classifier
+
+TINY_MAE = MAEConfig(img_size=32, patch_size=8, embed_dim=32, depth=2, num_heads=2,
+                     decoder_embed_dim=16, decoder_depth=1, decoder_num_heads=2)
+FAST = OptimizeConfig(steps=6, lr=0.05)
+
+
+def _images(batch=2, seed=0):
+    return torch.rand(batch, 3, 24, 24, generator=torch.Generator().manual_seed(seed))
+
+
+# -- oneDNN linear -------------------------------------------------------------------------------
+
+needs_onednn = pytest.mark.skipif(not cpu_linear.available(), reason="torch without oneDNN linear")
+
+
+@needs_onednn
+@pytest.mark.parametrize("shape", [(5, 48), (2, 7, 48)])
+@pytest.mark.parametrize("with_bias", [True, False])
+def test_onednn_linear_matches_f_linear_forward_and_backward(shape, with_bias):
+    layer = nn.Linear(48, 40, bias=with_bias).requires_grad_(False)
+    x = torch.randn(*shape, generator=torch.Generator().manual_seed(0), requires_grad=True)
+    expected = layer(x)
+    (expected * torch.linspace(-1, 1, 40)).sum().backward()
+    expected_grad, x.grad = x.grad, None
+    with cpu_linear.cpu_linear_mode():
+        got = layer(x)
+    assert got.grad_fn is not None and "OneDNN" in type(got.grad_fn).__name__
+    (got * torch.linspace(-1, 1, 40)).sum().backward()
+    assert torch.allclose(got, expected, rtol=1e-5, atol=1e-5)
+    assert torch.allclose(x.grad, expected_grad, rtol=1e-5, atol=1e-5)
+
+
+@needs_onednn
+def test_onednn_linear_leaves_trainable_weights_and_autocast_to_torch():
+    """Weights that train need their own gradient, bf16 needs autocast's casts: both go to F.linear."""
+    layer = nn.Linear(16, 8)  # trainable
+    x = torch.randn(3, 16)
+    with cpu_linear.cpu_linear_mode():
+        y = layer(x)
+        y.sum().backward()
+    assert "OneDNN" not in type(y.grad_fn).__name__ and layer.weight.grad is not None
+    frozen = nn.Linear(16, 8).requires_grad_(False)
+    with cpu_linear.cpu_linear_mode(), torch.autocast("cpu", dtype=torch.bfloat16):
+        assert frozen(x).dtype == torch.bfloat16
+
+
+def test_onednn_linear_is_off_for_other_devices_and_by_switch(monkeypatch):
+    assert cpu_linear.cpu_linear_mode("meta").__class__.__name__ == "nullcontext"
+    monkeypatch.setenv(cpu_linear.ENV_SWITCH, "0")
+    cpu_linear.available.cache_clear()
+    try:
+        assert not cpu_linear.available()
+        assert cpu_linear.cpu_linear_mode().__class__.__name__ == "nullcontext"
+    finally:
+        monkeypatch.delenv(cpu_linear.ENV_SWITCH)
+        cpu_linear.available.cache_clear()
+
+
+@needs_onednn
+def test_multihead_attention_in_the_mode_matches():
+    """open_clip's attention calls F.linear inside torch's MultiheadAttention: routed, same values."""
+    mha = nn.MultiheadAttention(32, 4, batch_first=True).requires_grad_(False).eval()
+    x = torch.randn(2, 5, 32, requires_grad=True)
+    expected = mha(x, x, x, need_weights=False)[0]
+    with cpu_linear.cpu_linear_mode():
+        got = mha(x, x, x, need_weights=False)[0]
+    assert torch.allclose(got, expected, rtol=1e-5, atol=1e-5)
+
+
+# -- BatchNorm folding ---------------------------------------------------------------------------
+
+
+def test_folded_classifier_has_no_batchnorm_and_the_same_logits():
+    classifier = tiny_classifier()
+    x = torch.rand(3, 3, 24, 24, generator=torch.Generator().manual_seed(2))
+    folded = classifier.folded_model()
+    assert folded is not classifier.model
+    assert not any(isinstance(m, nn.BatchNorm2d) for m in folded.modules())
+    assert any(isinstance(m, nn.BatchNorm2d) for m in classifier.model.modules())  # original untouched
+    expected, _ = classifier.logits_and_features(x)
+    got, _ = classifier.logits_and_features(x, fast=True)
+    assert float((got - expected).abs().max()) <= 1e-5 * float(expected.abs().max())  # fp32 rounding
+    # Outside the module tree: state dict and parameters are the original's alone.
+    assert not any("_folded" in k for k in classifier.state_dict())
+    assert sum(p.numel() for p in classifier.parameters()) == sum(p.numel() for p in classifier.model.parameters())
+
+
+def test_folded_copy_is_channels_last_on_cpu_and_rebuilt_after_moves():
+    classifier = tiny_classifier()
+    folded = classifier.folded_model()
+    conv = next(m for m in folded.modules() if isinstance(m, nn.Conv2d) and m.kernel_size == (3, 3))
+    assert conv.weight.is_contiguous(memory_format=torch.channels_last)
+    classifier.to("cpu", torch.float64)
+    assert classifier.folded_model() is not folded
+    assert next(classifier.folded_model().parameters()).dtype == torch.float64
+
+
+class _SkipAroundBN(nn.Module):
+    """conv -> bn, but the conv output also feeds a skip: folding it would change the skip."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(3, 3, 3, padding=1)
+        self.bn = nn.BatchNorm2d(3)
+        with torch.no_grad():
+            self.bn.running_mean.uniform_(-1, 1)
+            self.bn.running_var.uniform_(0.2, 3)
+            self.bn.weight.uniform_(0.5, 2)
+
+    def forward(self, x):
+        y = self.conv(x)
+        return (self.bn(y) + y).mean((2, 3))
+
+
+def test_a_fold_that_would_change_the_function_is_refused():
+    model = _SkipAroundBN().eval()
+    assert fold_batchnorm(model, torch.rand(2, 3, 8, 8)) is None
+    plain = nn.Sequential(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4), nn.ReLU()).eval()
+    with torch.no_grad():
+        plain[1].running_var.uniform_(0.5, 2)
+    folded = fold_batchnorm(plain, torch.rand(2, 3, 8, 8))
+    assert folded is not None and isinstance(folded[1], nn.Identity)
+    x = torch.rand(4, 3, 8, 8)
+    assert torch.allclose(folded(x), plain(x), atol=1e-5)
+
+
+def test_fast_path_only_for_fp32_on_the_cpu():
+    assert optimize_module.fast_classifier_path(torch.device("cpu"), "auto")
+    assert optimize_module.fast_classifier_path(torch.device("cpu"), "off")
+    assert not optimize_module.fast_classifier_path(torch.device("cpu"), "bf16")
+    assert not optimize_module.fast_classifier_path(torch.device("cuda"), "off")
+
+
+def test_the_engine_step_runs_the_folded_copy_on_the_cpu(monkeypatch):
+    classifier = tiny_classifier()
+    calls = []
+    folded = classifier.folded_model()
+    folded.conv_stem.register_forward_pre_hook(lambda *_: calls.append("folded"))
+    optimize(_images(), classifier, "class 0", config=replace(FAST, steps=2))
+    assert calls == ["folded", "folded"]
+    optimize(_images(), classifier, "class 0", config=replace(FAST, steps=2, autocast="bf16"))
+    assert calls == ["folded", "folded"]
+
+
+def test_bn_statistics_loss_still_sees_the_batchnorm_layers():
+    """With the BN prior on, the engine runs the original model, so its hooks fire."""
+    classifier = tiny_classifier()
+    config = replace(FAST, steps=2, bn_weight=1.0)
+    with_bn = optimize(_images(), classifier, "class 0", config=config).losses
+    without = optimize(_images(), classifier, "class 0", config=replace(config, bn_weight=0.0)).losses
+    assert with_bn[0] > without[0]
+
+
+# -- deferred loss read (what a GPU does), exercised on the CPU ----------------------------------
+
+
+@pytest.fixture
+def deferred(monkeypatch):
+    monkeypatch.setattr(optimize_module, "defer_loss_read", lambda device: True)
+
+
+def _run(callback=None, **kwargs):
+    return optimize(_images(), tiny_classifier(), "class 3", config=replace(FAST, **kwargs),
+                    mae=mae_from_config(TINY_MAE, seed=0), generator=torch.Generator().manual_seed(5),
+                    callback=callback)
+
+
+def test_deferred_loss_read_gives_the_same_run(deferred):
+    seen = []
+    result = _run(lambda step, total, images, loss: seen.append((step, loss)))
+    optimize_module.defer_loss_read = lambda device: False  # the plain path, same process
+    plain = _run()
+    assert [s for s, _ in seen] == list(range(1, FAST.steps + 1))
+    assert result.losses == plain.losses == [loss for _, loss in seen]
+    assert torch.equal(result.images, plain.images)
+
+
+def test_deferred_stop_request_lands_one_step_late(deferred):
+    seen = []
+
+    def callback(step, total, images, loss):
+        seen.append(step)
+        return step == 3
+
+    result = _run(callback)
+    assert seen == [1, 2, 3] and result.stopped_early and len(result.losses) == 3
+
+
+def test_deferred_nan_is_still_refused(deferred):
+    classifier = tiny_classifier()
+    with torch.no_grad():
+        classifier.model.classifier.weight.fill_(float("nan"))
+    with pytest.raises(NonFiniteLossError, match="step 1"):
+        optimize(_images(), classifier, "class 0", config=FAST)
+
+
+def test_to_device_keeps_cpu_tensors_and_converts_dtype():
+    t = torch.rand(3, 4)
+    assert to_device(t, torch.device("cpu")) is t
+    assert to_device(t, torch.device("cpu"), torch.float64).dtype == torch.float64
