@@ -39,10 +39,10 @@ class Classifier(nn.Module):
     class_names: one readable name per output, in output order.
     default_target: target text to use when the user gives none (text classifiers set it to
         their prompt).
-    channels_last: opt-in speed-up for conv nets: convolutions run in NHWC layout (weights
-        converted once, inputs per call). Not bit-identical to the default layout (fp32 rounding,
-        relative differences ~1e-6); on a 2-core CPU, forward+backward of 16 views at 224 px ran
-        1.4x faster for ResNet-50 and 2.1x for EfficientNet-Lite0 (benchmarks/README.md).
+    channels_last: run the model's convolutions in NHWC layout (weights converted once, inputs
+        per call); not bit-identical to the default layout (fp32 rounding, ~1e-6 relative). The
+        engine's fp32 CPU step uses NHWC anyway, through `folded_model()` (logits_and_features
+        with fast=True); this switch sets the layout of the model itself, e.g. for bf16 or CUDA.
     """
 
     def __init__(
