@@ -6,6 +6,7 @@ from dataclasses import replace
 
 import pytest
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 import cag_core.optimize as optimize_module
@@ -46,6 +47,16 @@ def test_onednn_linear_matches_f_linear_forward_and_backward(shape, with_bias):
     (got * torch.linspace(-1, 1, 40)).sum().backward()
     assert torch.allclose(got, expected, rtol=1e-5, atol=1e-5)
     assert torch.allclose(x.grad, expected_grad, rtol=1e-5, atol=1e-5)
+
+
+@needs_onednn
+def test_onednn_linear_takes_strided_inputs_and_weights():
+    gen = torch.Generator().manual_seed(1)
+    w, b = torch.randn(40, 48, generator=gen), torch.randn(40, generator=gen)
+    for x in (torch.randn(48, 7, generator=gen).t(), torch.randn(2, 48, 5, generator=gen).transpose(1, 2),
+              torch.randn(7, 96, generator=gen)[:, ::2]):
+        for weight in (w, w.t().contiguous().t()):
+            assert torch.allclose(cpu_linear.linear(x, weight, b), F.linear(x, weight, b), rtol=1e-5, atol=1e-5)
 
 
 @needs_onednn
