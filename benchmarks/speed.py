@@ -59,8 +59,16 @@ from benchmarks.reference_step import reference_loss, reference_optimize  # noqa
 from cag_core.classifier import Classifier, as_ensemble  # noqa: E402
 from cag_core.cpu_linear import cpu_linear_mode  # noqa: E402
 from cag_core.mae import MAEConfig  # noqa: E402
-from cag_core.optimize import OptimizeConfig, _autocast, _step_loss, optimize, views_per_forward  # noqa: E402
+from cag_core.optimize import (  # noqa: E402
+    OptimizeConfig,
+    _autocast,
+    _step_loss,
+    autocast_dtype,
+    optimize,
+    views_per_forward,
+)
 from cag_core.parameterization import parameterize  # noqa: E402
+from cag_core.precast import weights_in_autocast_dtype  # noqa: E402
 from cag_core.progressive import init_noise  # noqa: E402
 from cag_core.targets import parse_target  # noqa: E402
 
@@ -289,7 +297,9 @@ def engine_loss_and_grad(images, classifier, mae, target, config, seed):
         images = image_fn()  # as in `optimize`: the image in fp32, the models under autocast
         ensemble = as_ensemble(classifier)
         chunk = views_per_forward(config, device, ensemble)
-        with _autocast(device, config.autocast), cpu_linear_mode(device):
+        models = list(ensemble.members) + ([mae] if mae is not None else [])
+        with (_autocast(device, config.autocast), cpu_linear_mode(device),
+              weights_in_autocast_dtype(models, autocast_dtype(device, config.autocast))):
             loss = _step_loss(images, ensemble, target, mae, config, generator, classifier.input_size,
                               config.augment.crops, None, chunk)
         loss.backward()

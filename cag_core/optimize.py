@@ -22,6 +22,7 @@ from .cpu_linear import cpu_linear_mode
 from .errors import CaGError, NonFiniteLossError
 from .losses import BatchNormStats, diversity_loss, target_loss, total_variation
 from .parameterization import PARAMETERIZATIONS, parameterize
+from .precast import weights_in_autocast_dtype
 from .targets import Target, parse_target
 
 # (step, total, images [B,3,H,W] detached in [0,1], loss) -> True to stop early
@@ -85,10 +86,17 @@ class OptimizeResult:
     stopped_early: bool = False
 
 
-def _autocast(device: torch.device, choice: str):
+def autocast_dtype(device: torch.device, choice: str) -> torch.dtype | None:
+    """The lower precision autocast runs in for `choice` on `device`; None = fp32."""
     if choice == "off" or (choice == "auto" and device.type != "cuda"):
+        return None
+    return torch.float16 if choice == "fp16" else torch.bfloat16
+
+
+def _autocast(device: torch.device, choice: str):
+    dtype = autocast_dtype(device, choice)
+    if dtype is None:
         return contextlib.nullcontext()
-    dtype = torch.float16 if choice == "fp16" else torch.bfloat16
     return torch.autocast(device_type=device.type, dtype=dtype)
 
 
@@ -208,7 +216,11 @@ def optimize(
             return bool(callback is not None and callback(step + 1, config.steps, images, loss_value))
 
         stopped = False
-        with bn_stats if bn_stats is not None else contextlib.nullcontext():
+        models = list(ensemble.members) + ([mae] if isinstance(mae, torch.nn.Module) else [])
+        with (
+            bn_stats if bn_stats is not None else contextlib.nullcontext(),
+            weights_in_autocast_dtype(models, autocast_dtype(device, config.autocast)),
+        ):
             for step in range(config.steps):
                 optimizer.zero_grad(set_to_none=True)
                 # The image stays fp32 outside autocast: in bf16 its colour mixing and sigmoid lose

@@ -1,7 +1,9 @@
-"""The engine's speed-ups compute the same step: oneDNN linear, BatchNorm folding, deferred loss reads."""
+"""The engine's speed-ups compute the same step: oneDNN linear, BatchNorm folding, deferred loss
+reads, weights cast once for autocast."""
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import replace
 
 import pytest
@@ -15,6 +17,7 @@ from cag_core.batchnorm_folding import fold_batchnorm
 from cag_core.errors import NonFiniteLossError
 from cag_core.mae import MAEConfig, mae_from_config
 from cag_core.optimize import OptimizeConfig, optimize
+from cag_core.precast import weights_in_autocast_dtype
 from cag_core.transfer import to_device
 from tiny import tiny_classifier
 
@@ -221,6 +224,55 @@ def test_deferred_nan_is_still_refused(deferred):
         classifier.model.classifier.weight.fill_(float("nan"))
     with pytest.raises(NonFiniteLossError, match="step 1"):
         optimize(_images(), classifier, "class 0", config=FAST)
+
+
+# -- weights cast once for autocast ----------------------------------------------------------------
+
+
+def test_precast_weights_give_the_same_bf16_run(monkeypatch):
+    """bf16 autocast with the Linear/Conv weights cast once equals casting them every step, bit for bit."""
+    classifier, mae = tiny_classifier(), mae_from_config(TINY_MAE, seed=0)
+    config = replace(FAST, steps=4, autocast="bf16")
+    seen_dtypes = []
+    classifier.model.conv_stem.register_forward_pre_hook(lambda m, _: seen_dtypes.append(m.weight.dtype))
+
+    def run():
+        return optimize(_images(), classifier, "class 3", config=config, mae=mae,
+                        generator=torch.Generator().manual_seed(5))
+
+    cast_once = run()
+    assert set(seen_dtypes) == {torch.bfloat16}
+    monkeypatch.setattr(optimize_module, "weights_in_autocast_dtype", lambda models, dtype: contextlib.nullcontext())
+    every_step = run()
+    assert cast_once.losses == every_step.losses
+    assert torch.equal(cast_once.images, every_step.images)
+
+
+def test_precast_puts_the_fp32_weights_back_even_after_a_cancel():
+    classifier, mae = tiny_classifier(), mae_from_config(TINY_MAE, seed=0)
+    before = {name: p for name, p in list(classifier.named_parameters()) + list(mae.named_parameters())}
+
+    def cancel(*_):
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        optimize(_images(), classifier, "class 3", config=replace(FAST, autocast="bf16"), mae=mae, callback=cancel)
+    after = dict(list(classifier.named_parameters()) + list(mae.named_parameters()))
+    assert after.keys() == before.keys() and all(after[k] is before[k] for k in before)
+    assert all(p.dtype == torch.float32 for p in after.values())
+
+
+def test_precast_leaves_norm_layers_and_trainable_weights_alone():
+    model = nn.Sequential(nn.Linear(4, 4), nn.LayerNorm(4), nn.Conv1d(4, 4, 1), nn.Linear(4, 2))
+    model[3].requires_grad_(True)
+    for p in list(model[0].parameters()) + list(model[1].parameters()) + list(model[2].parameters()):
+        p.requires_grad_(False)
+    with weights_in_autocast_dtype([model], torch.bfloat16):
+        assert model[0].weight.dtype == model[0].bias.dtype == model[2].weight.dtype == torch.bfloat16
+        assert model[1].weight.dtype == torch.float32 and model[3].weight.dtype == torch.float32
+    assert all(p.dtype == torch.float32 for p in model.parameters())
+    with weights_in_autocast_dtype([model], None):
+        assert model[0].weight.dtype == torch.float32
 
 
 def test_to_device_keeps_cpu_tensors_and_converts_dtype():
