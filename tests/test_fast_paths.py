@@ -248,6 +248,29 @@ def test_precast_weights_give_the_same_bf16_run(monkeypatch):
     assert torch.equal(cast_once.images, every_step.images)
 
 
+def test_precast_with_a_clip_text_classifier_under_inference_mode(monkeypatch):
+    """open_clip's attention (MultiheadAttention, out_proj swapped, in_proj cast by autocast), called
+    the way ComfyUI calls nodes: the same bf16 run with and without the swap."""
+    import open_clip
+
+    from cag_core.text_classifier import classifier_from_clip
+    from test_text_classifier import make_tiny_clip
+
+    classifier = classifier_from_clip(make_tiny_clip(), open_clip.get_tokenizer("ViT-B-32"), "a red fox")
+    config = replace(FAST, steps=3, autocast="bf16")
+
+    def run():
+        with torch.inference_mode():
+            return optimize(_images(seed=1), classifier, classifier.default_target, config=config,
+                            generator=torch.Generator().manual_seed(0))
+
+    cast_once = run()
+    monkeypatch.setattr(optimize_module, "weights_in_autocast_dtype", lambda models, dtype: contextlib.nullcontext())
+    every_step = run()
+    assert cast_once.losses == every_step.losses and torch.equal(cast_once.images, every_step.images)
+    assert {p.dtype for p in classifier.parameters()} == {torch.float32}
+
+
 def test_precast_puts_the_fp32_weights_back_even_after_a_cancel():
     classifier, mae = tiny_classifier(), mae_from_config(TINY_MAE, seed=0)
     before = {name: p for name, p in list(classifier.named_parameters()) + list(mae.named_parameters())}
