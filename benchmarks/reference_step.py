@@ -18,8 +18,6 @@ TV weights 0), paste_visible False -- the settings the benchmark runs.
 from __future__ import annotations
 
 import math
-import time
-from typing import Callable
 
 import torch
 import torch.nn.functional as F
@@ -193,7 +191,6 @@ def reference_optimize(
     config: OptimizeConfig,
     mae: MaskedAutoencoder | None,
     generator: torch.Generator,
-    callback: Callable[[int, float], None] | None = None,
 ) -> tuple[torch.Tensor, list[float]]:
     """`config.steps` plain Adam steps (for-loop Adam, no fusion); returns (parameters, losses)."""
     check_supported(config, classifier)
@@ -212,6 +209,4 @@ def reference_optimize(
                 with torch.no_grad():
                     params.clamp_(0, 1)
             losses.append(float(loss.detach()))
-            if callback is not None:
-                callback(step + 1, time.perf_counter())
     return params.detach(), losses

@@ -57,14 +57,15 @@ from torch.utils.flop_counter import FlopCounterMode, sdpa_backward_flop_count, 
 
 from benchmarks.reference_step import reference_loss, reference_optimize  # noqa: E402
 from cag_core.classifier import Classifier, as_ensemble  # noqa: E402
-from cag_core.cpu_linear import cpu_linear_mode  # noqa: E402
 from cag_core.mae import MAEConfig  # noqa: E402
 from cag_core.optimize import (  # noqa: E402
     OptimizeConfig,
     _autocast,
     _step_loss,
     autocast_dtype,
+    frozen_models,
     optimize,
+    step_precision,
     views_per_forward,
 )
 from cag_core.parameterization import parameterize  # noqa: E402
@@ -173,9 +174,8 @@ class Setup:
     def _targets(self):
         yield self.classifier.model, "forward_features"
         # The engine runs the BatchNorm-folded copies (Classifier.folded_model), one per layout.
-        for folded in self.classifier.__dict__["_folded"].values():
-            if folded is not None:
-                yield folded, "forward_features"
+        for folded in self.classifier.folded_copies():
+            yield folded, "forward_features"
         if self.mae is not None:
             yield self.mae, "forward_encoder"
             yield self.mae, "forward_decoder"
@@ -297,9 +297,8 @@ def engine_loss_and_grad(images, classifier, mae, target, config, seed):
         images = image_fn()  # as in `optimize`: the image in fp32, the models under autocast
         ensemble = as_ensemble(classifier)
         chunk = views_per_forward(config, device, ensemble)
-        models = list(ensemble.members) + ([mae] if mae is not None else [])
-        with (_autocast(device, config.autocast), cpu_linear_mode(device),
-              weights_in_autocast_dtype(models, autocast_dtype(device, config.autocast))):
+        with (weights_in_autocast_dtype(frozen_models(ensemble, mae), autocast_dtype(device, config.autocast)),
+              step_precision(device, config.autocast)):
             loss = _step_loss(images, ensemble, target, mae, config, generator, classifier.input_size,
                               config.augment.crops, None, chunk)
         loss.backward()

@@ -136,6 +136,10 @@ class Classifier(nn.Module):
             cache[layout] = folded
         return cache[layout] if cache[layout] is not None else self.model
 
+    def folded_copies(self) -> list[nn.Module]:
+        """The folded copies built so far (one per layout), e.g. to compile them too."""
+        return [m for m in self.__dict__["_folded"].values() if m is not None]
+
     def prepare(self, images01: torch.Tensor, channels_last: bool | None = None) -> torch.Tensor:
         """Resize to the input size and normalize; images [B, 3, H, W] in [0, 1]. The layout is
         `channels_last`, by default the model's."""

@@ -100,6 +100,19 @@ def _autocast(device: torch.device, choice: str):
     return torch.autocast(device_type=device.type, dtype=dtype)
 
 
+@contextlib.contextmanager
+def step_precision(device: torch.device, choice: str):
+    """Around one step's forward: autocast as `choice` says, and fp32 CPU linear layers through
+    oneDNN (cpu_linear.py)."""
+    with _autocast(device, choice), cpu_linear_mode(device):
+        yield
+
+
+def frozen_models(ensemble: Ensemble, mae: object | None) -> list[torch.nn.Module]:
+    """The modules whose weights a run may cast once for autocast (precast.py)."""
+    return list(ensemble.members) + ([mae] if isinstance(mae, torch.nn.Module) else [])
+
+
 def _make_optimizer(name: str, params: list[torch.Tensor], lr: float, device: torch.device):
     fused = {"fused": True} if device.type == "cuda" else {}
     if name == "adam":
@@ -216,17 +229,16 @@ def optimize(
             return bool(callback is not None and callback(step + 1, config.steps, images, loss_value))
 
         stopped = False
-        models = list(ensemble.members) + ([mae] if isinstance(mae, torch.nn.Module) else [])
         with (
             bn_stats if bn_stats is not None else contextlib.nullcontext(),
-            weights_in_autocast_dtype(models, autocast_dtype(device, config.autocast)),
+            weights_in_autocast_dtype(frozen_models(ensemble, mae), autocast_dtype(device, config.autocast)),
         ):
             for step in range(config.steps):
                 optimizer.zero_grad(set_to_none=True)
                 # The image stays fp32 outside autocast: in bf16 its colour mixing and sigmoid lose
                 # precision for nothing (tiny ops), and one step's gradient moved further from fp32's.
                 images = image_fn()
-                with _autocast(device, config.autocast), cpu_linear_mode(device):
+                with step_precision(device, config.autocast):
                     loss = _step_loss(
                         images, ensemble, target, mae, config, generator, view_size, views, bn_stats, chunk
                     )
