@@ -12,9 +12,11 @@ Each step is the engine's default: Fourier parameterization, 2 random views at t
 image; the MAE resizes it to 224 and the views are cut at 224, so it changes little of the cost.
 
 Variants of the engine step ("+"-joined): fp32 | bf16 | fp16 (autocast), cl (channels_last
-classifier, opt-in; the fp32 CPU step is channels_last already), compile (torch.compile of the
-classifier bodies and the MAE encoder/decoder). "fp32" is the engine's default on the CPU (with its
-oneDNN linear and folded-BatchNorm fast paths); "bf16" is its default on CUDA (autocast "auto").
+classifier, opt-in; the fp32 CPU step is channels_last already), compile (OptimizeConfig.compile:
+torch.compile of the step's forward, image -> loss), graph (OptimizeConfig.cuda_graph: the whole
+step captured as one CUDA graph after 3 warm-up steps; on a CPU the same code runs uncaptured).
+"fp32" is the engine's default on the CPU (with its oneDNN linear and folded-BatchNorm fast paths);
+"bf16" is its default on CUDA (autocast "auto").
 
 For every (workload, batch, stage size) the reference (benchmarks/reference_step.py: per-image loop,
 fp32, one mask at a time, no fusion) and every variant run on the same start images, the same seeds
@@ -58,14 +60,16 @@ from torch.utils.flop_counter import FlopCounterMode, sdpa_backward_flop_count, 
 from benchmarks.reference_step import reference_loss, reference_optimize  # noqa: E402
 from cag_core.classifier import Classifier, as_ensemble  # noqa: E402
 from cag_core.mae import MAEConfig  # noqa: E402
+import cag_core.optimize as engine  # noqa: E402
 from cag_core.optimize import (  # noqa: E402
     OptimizeConfig,
     _autocast,
-    _step_loss,
     autocast_dtype,
+    compiled_step_forward,
+    draw_step_randoms,
     frozen_models,
     optimize,
-    step_precision,
+    step_forward,
     views_per_forward,
 )
 from cag_core.parameterization import parameterize  # noqa: E402
@@ -101,19 +105,24 @@ class Variant:
     precision: str = "fp32"  # fp32 | bf16 | fp16
     channels_last: bool = False
     compile: bool = False
+    graph: bool = False
 
     @classmethod
     def parse(cls, text: str) -> "Variant":
         parts = text.strip().split("+")
         precision = parts[0]
         flags = set(parts[1:])
-        if precision not in ("fp32", "bf16", "fp16") or not flags <= {"cl", "compile"}:
-            raise SystemExit(f"Bad variant '{text}': precision fp32|bf16|fp16, then optional +cl, +compile.")
-        return cls(text, precision, "cl" in flags, "compile" in flags)
+        if precision not in ("fp32", "bf16", "fp16") or not flags <= {"cl", "compile", "graph"}:
+            raise SystemExit(f"Bad variant '{text}': precision fp32|bf16|fp16, then optional +cl, +compile, +graph.")
+        return cls(text, precision, "cl" in flags, "compile" in flags, "graph" in flags)
 
     @property
     def autocast(self) -> str:
         return "off" if self.precision == "fp32" else self.precision
+
+    def config(self, base: OptimizeConfig) -> OptimizeConfig:
+        """The engine's settings for this variant (the layout is set on the model: `Setup`)."""
+        return replace(base, autocast=self.autocast, compile=self.compile, cuda_graph=self.graph)
 
 
 # Grids: rows of (workload key, batches, stage sizes, variants), and timed runs per implementation.
@@ -165,34 +174,19 @@ def models(workload: Workload, device: torch.device):
 
 
 class Setup:
-    """Puts the shared models into a variant's state (layout, compiled bodies) and back."""
+    """Puts the shared classifier into a variant's layout and back (compile and graph are engine
+    settings: `Variant.config`)."""
 
     def __init__(self, classifier: Classifier, mae):
         self.classifier, self.mae = classifier, mae
-        self._compiled: dict[str, object] = {}
-
-    def _targets(self):
-        yield self.classifier.model, "forward_features"
-        # The engine runs the BatchNorm-folded copies (Classifier.folded_model), one per layout.
-        for folded in self.classifier.folded_copies():
-            yield folded, "forward_features"
-        if self.mae is not None:
-            yield self.mae, "forward_encoder"
-            yield self.mae, "forward_decoder"
 
     def apply(self, variant: Variant | None):
-        """None = the reference's state: default layout, nothing compiled."""
+        """None = the reference's state: the default layout."""
         cl = bool(variant and variant.channels_last)
         if self.classifier.channels_last != cl:
             self.classifier.use_channels_last(cl)
-        self.classifier.folded_model()  # built before compiling, so its forward is compiled too
-        for owner, name in self._targets():
-            owner.__dict__.pop(name, None)  # back to the class's method
-            if variant is not None and variant.compile:
-                key = f"{id(owner)}.{name}"
-                if key not in self._compiled:
-                    self._compiled[key] = torch.compile(getattr(owner, name))
-                setattr(owner, name, self._compiled[key])
+        # Built (and checked, a few forwards) here, outside the FLOP count of the first step.
+        self.classifier.folded_model()
 
 
 # ----------------------------------------------------------------------------------------------
@@ -289,18 +283,18 @@ def flop_counter() -> FlopCounterMode:
 
 
 def engine_loss_and_grad(images, classifier, mae, target, config, seed):
-    """One engine step's loss and gradient (the same `_step_loss` that `optimize` runs)."""
+    """One engine step's loss and gradient: the forward `optimize` runs (compiled when the config
+    says so), on randoms drawn the way it draws them."""
     device = images.device
     with torch.inference_mode(False), torch.enable_grad():
         image_fn = parameterize(images.detach().clone(), config.parameterization)
-        generator = torch.Generator().manual_seed(seed)
-        images = image_fn()  # as in `optimize`: the image in fp32, the models under autocast
         ensemble = as_ensemble(classifier)
-        chunk = views_per_forward(config, device, ensemble)
-        with (weights_in_autocast_dtype(frozen_models(ensemble, mae), autocast_dtype(device, config.autocast)),
-              step_precision(device, config.autocast)):
-            loss = _step_loss(images, ensemble, target, mae, config, generator, classifier.input_size,
-                              config.augment.crops, None, chunk)
+        randoms = draw_step_randoms(images.shape[0], mae, config, torch.Generator().manual_seed(seed))
+        randoms = engine.StepRandoms(*(None if r is None else r.to(device) for r in (randoms.noise, randoms.thetas)))
+        forward = compiled_step_forward() if config.compile else step_forward
+        with weights_in_autocast_dtype(frozen_models(ensemble, mae), autocast_dtype(device, config.autocast)):
+            _, loss = forward(image_fn, ensemble, target, mae, config, classifier.input_size, config.augment.crops,
+                              None, views_per_forward(config, device, ensemble), randoms)
         loss.backward()
     return float(loss.detach()), image_fn.params[0].grad.detach().float()
 
@@ -351,21 +345,61 @@ def passes(row: dict, tolerances: tuple[float, float]) -> bool:
     """fp32 variants must match the fp32 reference within `tolerances`. A bf16/fp16 variant cannot:
     one bf16 step's gradient is far from the fp32 one for any implementation (cosine 0.62-0.88,
     loss within 1.6 %, measured on the reference itself), so it is held to the reference run under
-    the same autocast: loss within 1e-2, gradient cosine above 0.98 (measured: 0.986-0.9997)."""
+    the same autocast: loss within 1e-2, gradient cosine above 0.98 (measured: 0.986-0.9997).
+    A captured (graph) variant must also match its own run without capture (`graph_check`)."""
+    if "graph_ok" in row and not row["graph_ok"]:
+        return False
+    if "loss_rel" not in row:
+        return True
     if "same_precision_grad_cos" not in row:
         return row["loss_rel"] < tolerances[0] and row["grad_rel"] < tolerances[1]
     return row["same_precision_loss_rel"] < 1e-2 and row["same_precision_grad_cos"] > 0.98
 
 
-def time_engine(images, classifier, mae, target, config, device, seed) -> float:
-    """Seconds per step of one `optimize` call (setup included), synchronized only at both ends:
+def time_engine(images, classifier, mae, target, config, device, seed) -> tuple[float, float | None]:
+    """(seconds per step of one `optimize` call, setup included, synchronized only at both ends:
     a sync per step would stop the CPU from queueing the next step while the GPU runs this one,
-    which the engine avoids on purpose."""
+    which the engine avoids on purpose; steady-state seconds per step: the median interval between
+    the engine's per-step loss reads over the second half of the run (each read waits for its
+    step to finish), None for runs under 4 steps). The steady rate leaves out setup, warm-up and
+    graph capture, which a 100-step stage amortizes."""
+    stamps: list[float] = []
     sync(device)
     start = time.perf_counter()
-    result = optimize(images, classifier, target, config=config, mae=mae, generator=torch.Generator().manual_seed(seed))
+    result = optimize(images, classifier, target, config=config, mae=mae, generator=torch.Generator().manual_seed(seed),
+                      callback=lambda *_: stamps.append(time.perf_counter()))
     sync(device)
-    return (time.perf_counter() - start) / len(result.losses)
+    whole = (time.perf_counter() - start) / len(result.losses)
+    half = stamps[len(stamps) // 2 - 1:]
+    steady = statistics.median(b - a for a, b in zip(half, half[1:])) if len(stamps) >= 4 else None
+    return whole, steady
+
+
+@contextlib.contextmanager
+def capture_never():
+    """The graph variant's engine exactly, minus the capture: static buffers, capturable Adam and
+    the side-stream warm-up, every step eager (its warm-up never ends)."""
+    saved = engine.GRAPH_WARMUP_STEPS
+    engine.GRAPH_WARMUP_STEPS = 1 << 30
+    try:
+        yield
+    finally:
+        engine.GRAPH_WARMUP_STEPS = saved
+
+
+def graph_check(images, classifier, mae, target, config, steps: int = 8) -> dict:
+    """A captured run against the same run without capture: per-step losses and final images.
+    Identical kernels on identical inputs, so they should agree to rounding (atomics in
+    grid_sample's backward); a stale buffer or a replay that misses an input would not."""
+    runs = []
+    for ctx in (contextlib.nullcontext(), capture_never()):
+        with ctx:
+            runs.append(optimize(images, classifier, target, config=replace(config, steps=steps), mae=mae,
+                                 generator=torch.Generator().manual_seed(SEED + 7)))
+    graph, eager = runs
+    loss_rel = max(abs(a - b) / max(abs(b), 1e-12) for a, b in zip(graph.losses, eager.losses))
+    image_abs = float((graph.images - eager.images).abs().max())
+    return {"graph_loss_rel": loss_rel, "graph_image_abs": image_abs, "graph_ok": loss_rel < 1e-3 and image_abs < 1e-2}
 
 
 def time_reference(images, classifier, mae, target, config, device, seed) -> float:
@@ -385,6 +419,7 @@ def measure(workload: Workload, batch: int, size: int, variants: list[Variant], 
     images = init_noise(batch, size, size, "gray", generator=torch.Generator().manual_seed(SEED), device=device)
     # The reference is fp32; "auto" would mean bf16 autocast on CUDA for its numerical check.
     base = OptimizeConfig(steps=args.steps, autocast="off")
+    ref_config = replace(base, steps=args.reference_steps or args.steps)
     check_seed = SEED + 1000
 
     # One step each: warm-up, numerical check, peak memory; FLOPs on the first uncompiled variant.
@@ -400,7 +435,7 @@ def measure(workload: Workload, batch: int, size: int, variants: list[Variant], 
     flops = None
     working = []
     for variant in variants:
-        config = replace(base, autocast=variant.autocast)
+        config = variant.config(base)
         mem: dict = {}
         row = {"workload": workload.name, "batch": batch, "size": size, "variant": variant.name}
         count = flop_counter() if flops is None and not variant.compile else contextlib.nullcontext()
@@ -418,6 +453,9 @@ def measure(workload: Workload, batch: int, size: int, variants: list[Variant], 
         row |= {"peak_mb": mem["peak_mb"], "ref_peak_mb": ref.get("peak_mb")}
         if not args.no_reference:
             row |= compare(loss, grad, ref_result, ref_low.get(variant.autocast))
+        if variant.graph:
+            row |= graph_check(images, classifier, mae, target, config)
+        if "loss_rel" in row or "graph_ok" in row:
             row["check_ok"] = passes(row, fp32_tolerances(device))
         rows.append(row)
 
@@ -425,16 +463,19 @@ def measure(workload: Workload, batch: int, size: int, variants: list[Variant], 
     # rotating order, so load changes on a shared machine hit all of them alike.
     impls: list[Variant | None] = ([] if args.no_reference else [None]) + working
     times: dict[str, list[float]] = {("reference" if v is None else v.name): [] for v in impls}
+    steady: dict[str, list[float]] = {v.name: [] for v in impls if v is not None}
     for r in range(args.repeats):
         k = r % len(impls)
         for impl in impls[k:] + impls[:k]:
             setup.apply(impl)
             seed = SEED + r
             if impl is None:
-                times["reference"].append(time_reference(images, classifier, mae, target, base, device, seed))
+                times["reference"].append(time_reference(images, classifier, mae, target, ref_config, device, seed))
             else:
-                config = replace(base, autocast=impl.autocast)
-                times[impl.name].append(time_engine(images, classifier, mae, target, config, device, seed))
+                whole, steady_s = time_engine(images, classifier, mae, target, impl.config(base), device, seed)
+                times[impl.name].append(whole)
+                if steady_s is not None:
+                    steady[impl.name].append(steady_s)
     setup.apply(None)
 
     peak_tflops = args.peak_tflops
@@ -453,6 +494,12 @@ def measure(workload: Workload, batch: int, size: int, variants: list[Variant], 
             "tflops": tflops,
             "peak_fraction": tflops / peak_tflops if tflops and peak_tflops else None,
         }
+        if steady[row["variant"]]:
+            steady_ms = statistics.median(steady[row["variant"]]) * 1000
+            steady_tflops = flops / (steady_ms / 1000) / 1e12 if flops else None
+            row |= {"steady_ms_per_step": steady_ms,
+                    "steady_tflops": steady_tflops,
+                    "steady_peak_fraction": steady_tflops / peak_tflops if steady_tflops and peak_tflops else None}
     return rows
 
 
@@ -534,8 +581,9 @@ def _fmt(value, spec: str, empty: str = "-") -> str:
 
 def table(rows: list[dict], device: torch.device) -> str:
     rate = "TFLOP/s" if device.type == "cuda" else "GFLOP/s"
-    head = ("| workload | batch | size | variant | ms/step | img·step/s | ref ms/step | vs ref | peak MB | ref peak MB"
-            f" | GFLOP/step | {rate} | % bf16 peak | loss rel | grad rel / cos | same-precision cos | check |")
+    head = ("| workload | batch | size | variant | ms/step | steady ms/step | img·step/s | ref ms/step | vs ref | peak MB"
+            f" | ref peak MB | GFLOP/step | {rate} | % bf16 peak | steady % peak | loss rel | grad rel / cos"
+            " | same-precision cos | graph vs uncaptured (loss / image) | check |")
     lines = [head, "|" + "---|" * (head.count("|") - 1)]
     for r in rows:
         t = r.get("tflops")
@@ -545,13 +593,18 @@ def table(rows: list[dict], device: torch.device) -> str:
         if "error" in r:
             lines.append(f"| {r['workload']} | {r['batch']} | {r['size']} | {r['variant']} | {r['error'][:120]} |")
             continue
+        graph = (f"{_fmt(r.get('graph_loss_rel'), '.1e')} / {_fmt(r.get('graph_image_abs'), '.1e')}"
+                 if "graph_ok" in r else "-")
         lines.append(
             f"| {r['workload']} | {r['batch']} | {r['size']} | {r['variant']} | {_fmt(r['ms_per_step'], '.0f')}"
+            f" | {_fmt(r.get('steady_ms_per_step'), '.1f')}"
             f" | {_fmt(r['images_steps_per_s'], '.2f')} | {_fmt(r.get('ref_ms_per_step'), '.0f')}"
             f" | {_fmt(r.get('speedup'), '.2f')}x | {_fmt(r['peak_mb'], '.0f')} | {_fmt(r.get('ref_peak_mb'), '.0f')}"
             f" | {_fmt(r.get('gflop_per_step'), '.1f')} | {_fmt(shown_rate, '.1f' if device.type == 'cuda' else '.0f')}"
             f" | {_fmt(r.get('peak_fraction') and 100 * r['peak_fraction'], '.1f')}"
-            f" | {_fmt(r.get('loss_rel'), '.1e')} | {grad} | {_fmt(r.get('same_precision_grad_cos'), '.4f')} | {check} |"
+            f" | {_fmt(r.get('steady_peak_fraction') and 100 * r['steady_peak_fraction'], '.1f')}"
+            f" | {_fmt(r.get('loss_rel'), '.1e')} | {grad} | {_fmt(r.get('same_precision_grad_cos'), '.4f')}"
+            f" | {graph} | {check} |"
         )
     return "\n".join(lines)
 
@@ -591,7 +644,9 @@ def parse_args(argv=None):
     p.add_argument("--sizes", help="comma list of stage sides, e.g. 64,128,256")
     p.add_argument("--variants", help="comma list, e.g. fp32,fp32+cl,bf16+cl+compile")
     p.add_argument("--repeats", type=int, help="timed runs per implementation (interleaved)")
-    p.add_argument("--steps", type=int, default=1, help="optimize steps per timed run (default 1)")
+    p.add_argument("--steps", type=int, default=1, help="optimize steps per timed run (default 1; 4 or more also "
+                   "gives the steady-state ms/step, e.g. 12 for graph variants: 3 warm-up steps, then capture)")
+    p.add_argument("--reference-steps", type=int, help="steps per timed run of the reference (default: --steps)")
     p.add_argument("--threads", type=int, help="torch.set_num_threads")
     p.add_argument("--no-reference", action="store_true", help="skip the reference (no ratios, no check)")
     p.add_argument("--no-adam", action="store_true", help="skip the Adam for-loop/foreach/fused timings")
@@ -693,7 +748,7 @@ def report(result: dict) -> int:
     device = torch.device(result["machine"]["device"])
     tolerances = tuple(result.get("fp32_tolerances") or fp32_tolerances(device))
     for row in result["rows"]:
-        if "loss_rel" in row:
+        if "loss_rel" in row or "graph_ok" in row:
             row["check_ok"] = passes(row, tolerances)
     print(f"\n{result['command']}\n\n" + table(result["rows"], device))
     at4 = summary_at(result["rows"], 4)

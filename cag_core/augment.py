@@ -73,8 +73,20 @@ def random_views(
         if tuple(images.shape[-2:]) == tuple(out_size):
             return images
         return F.interpolate(images, size=out_size, mode="bilinear", align_corners=False)
+    return views_from_thetas(images, out_size, cfg, view_thetas(images.shape[0], cfg, generator))
+
+
+def views_from_thetas(
+    images: torch.Tensor, out_size: tuple[int, int], cfg: AugmentConfig, thetas: torch.Tensor | None
+) -> torch.Tensor:
+    """`random_views` with its random matrices given ([B * crops, 2, 3] from `view_thetas`, on
+    any device; None for NO_AUGMENT): a captured CUDA graph takes them as a static input."""
+    if cfg == NO_AUGMENT:
+        return random_views(images, out_size, cfg, None)
+    if thetas is None:
+        raise CaGError("views_from_thetas needs the view matrices (view_thetas) unless augmentation is off.")
     b, c = images.shape[:2]
-    theta = to_device(view_thetas(b, cfg, generator), images.device, images.dtype)
+    theta = to_device(thetas, images.device, images.dtype)
     grid = F.affine_grid(theta, [b * cfg.crops, c, *out_size], align_corners=False)
     source = images.repeat_interleave(cfg.crops, dim=0) if cfg.crops > 1 else images
     return F.grid_sample(source, grid, mode="bilinear", padding_mode="reflection", align_corners=False)

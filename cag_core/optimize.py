@@ -16,13 +16,14 @@ from typing import Callable, Optional, Protocol
 
 import torch
 
-from .augment import AugmentConfig, random_views
+from .augment import NO_AUGMENT, AugmentConfig, view_thetas, views_from_thetas
 from .classifier import Classifier, Ensemble, as_ensemble
 from .cpu_linear import cpu_linear_mode
 from .errors import CaGError, NonFiniteLossError
 from .losses import BatchNormStats, diversity_loss, target_loss, total_variation
 from .parameterization import PARAMETERIZATIONS, parameterize
 from .precast import weights_in_autocast_dtype
+from .step_graph import StepRunner
 from .targets import Target, parse_target
 
 # (step, total, images [B,3,H,W] detached in [0,1], loss) -> True to stop early
@@ -33,8 +34,16 @@ OPTIMIZERS = ("adam", "adamw", "sgd")
 
 
 class Reconstructor(Protocol):
+    def sample_noise(self, batch: int, generator: torch.Generator | None) -> torch.Tensor: ...
+
     def reconstruct(
-        self, images01: torch.Tensor, mask_ratio: float, generator: torch.Generator | None, paste_visible: bool
+        self,
+        images01: torch.Tensor,
+        mask_ratio: float,
+        generator: torch.Generator | None,
+        paste_visible: bool,
+        *,
+        noise: torch.Tensor | None,
     ) -> torch.Tensor: ...
 
 
@@ -55,6 +64,9 @@ class OptimizeConfig:
     autocast: str = "auto"  # "auto": bf16 on CUDA, fp32 on CPU
     view_size: int | None = None  # classifier input side for the views; None = its native size
     view_batch: int | None = None  # views per classifier forward; None = auto (see `views_per_forward`)
+    # Opt-in speed-ups for GPUs (step_graph.py; not yet timed on one, benchmarks/README.md):
+    cuda_graph: bool = False  # capture the whole step once and replay it (CUDA; elsewhere: no effect)
+    compile: bool = False  # torch.compile the step's forward (image -> loss); rounding changes
 
     def __post_init__(self):
         if self.steps < 1:
@@ -97,14 +109,18 @@ def _autocast(device: torch.device, choice: str):
     dtype = autocast_dtype(device, choice)
     if dtype is None:
         return contextlib.nullcontext()
-    return torch.autocast(device_type=device.type, dtype=dtype)
+    # No cast cache: it holds only casts of grad-requiring leaves, which the step never casts (the
+    # image stays fp32, the frozen weights are cast once: precast.py), and a CUDA graph capture
+    # must not keep cached tensors from outside it.
+    return torch.autocast(device_type=device.type, dtype=dtype, cache_enabled=False)
 
 
 @contextlib.contextmanager
-def step_precision(device: torch.device, choice: str):
+def step_precision(device: torch.device, choice: str, onednn_linear: bool = True):
     """Around one step's forward: autocast as `choice` says, and fp32 CPU linear layers through
-    oneDNN (cpu_linear.py)."""
-    with _autocast(device, choice), cpu_linear_mode(device):
+    oneDNN (cpu_linear.py) unless `onednn_linear` is False (inside torch.compile, which picks its
+    own kernels)."""
+    with _autocast(device, choice), (cpu_linear_mode(device) if onednn_linear else contextlib.nullcontext()):
         yield
 
 
@@ -113,8 +129,9 @@ def frozen_models(ensemble: Ensemble, mae: object | None) -> list[torch.nn.Modul
     return list(ensemble.members) + ([mae] if isinstance(mae, torch.nn.Module) else [])
 
 
-def _make_optimizer(name: str, params: list[torch.Tensor], lr: float, device: torch.device):
-    fused = {"fused": True} if device.type == "cuda" else {}
+def _make_optimizer(name: str, params: list[torch.Tensor], lr: float, device: torch.device, capturable: bool = False):
+    # capturable: Adam keeps its step count on the GPU, so a captured step advances it on replay.
+    fused = {"fused": True, "capturable": capturable} if device.type == "cuda" else {}
     if name == "adam":
         return torch.optim.Adam(params, lr=lr, **fused)
     if name == "adamw":
@@ -149,6 +166,11 @@ def fast_classifier_path(device: torch.device, autocast: str) -> bool:
     folded copy moved further from the reference (loss 1-5 %) than the reference's own bf16 run
     did, on an H200 (benchmarks/README.md)."""
     return device.type == "cpu" and autocast in ("auto", "off")
+
+
+# Eager steps before a CUDA graph capture (PyTorch's recipe uses a few; this step has no
+# collectives, so 3 are enough to set up cuDNN/cuFFT plans and Adam's state).
+GRAPH_WARMUP_STEPS = 3
 
 
 def defer_loss_read(device: torch.device) -> bool:
@@ -211,14 +233,28 @@ def optimize(
     with torch.inference_mode(False), torch.enable_grad():
         # Inputs may be inference tensors (ComfyUI): the parameterization copies them.
         image_fn = parameterize(images01.detach().clone(), config.parameterization)
-        optimizer = _make_optimizer(config.optimizer, image_fn.params, config.lr, device)
+        capture = config.cuda_graph and device.type == "cuda"
+        optimizer = _make_optimizer(config.optimizer, image_fn.params, config.lr, device, capturable=capture)
         bn_stats = BatchNormStats(list(ensemble.members)) if config.bn_weight > 0 else None
         chunk = views_per_forward(config, device, ensemble)
+        forward = compiled_step_forward() if config.compile else step_forward
         losses: list[float] = []
         defer = defer_loss_read(device)
-        pending: tuple[int, torch.Tensor, torch.Tensor] | None = None
+        pending: tuple[int, torch.Tensor | None, torch.Tensor] | None = None
 
-        def report(step: int, images: torch.Tensor, loss: torch.Tensor) -> bool:
+        def step_fn(noise: torch.Tensor | None, thetas: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
+            optimizer.zero_grad(set_to_none=True)
+            images, loss = forward(
+                image_fn, ensemble, target, mae, config, view_size, views, bn_stats, chunk, StepRandoms(noise, thetas)
+            )
+            loss.backward()
+            optimizer.step()
+            image_fn.after_step()
+            return images, loss
+
+        runner = StepRunner(step_fn, device, static=config.cuda_graph, warmup=GRAPH_WARMUP_STEPS)
+
+        def report(step: int, images: torch.Tensor | None, loss: torch.Tensor) -> bool:
             loss_value = float(loss)
             if not math.isfinite(loss_value):
                 raise NonFiniteLossError(
@@ -229,33 +265,78 @@ def optimize(
             return bool(callback is not None and callback(step + 1, config.steps, images, loss_value))
 
         stopped = False
-        with (
-            bn_stats if bn_stats is not None else contextlib.nullcontext(),
-            weights_in_autocast_dtype(frozen_models(ensemble, mae), autocast_dtype(device, config.autocast)),
-        ):
-            for step in range(config.steps):
-                optimizer.zero_grad(set_to_none=True)
-                # The image stays fp32 outside autocast: in bf16 its colour mixing and sigmoid lose
-                # precision for nothing (tiny ops), and one step's gradient moved further from fp32's.
-                images = image_fn()
-                with step_precision(device, config.autocast):
-                    loss = _step_loss(
-                        images, ensemble, target, mae, config, generator, view_size, views, bn_stats, chunk
-                    )
-                loss.backward()
-                optimizer.step()
-                image_fn.after_step()
-                done = (step, images.detach(), loss.detach())
-                if defer:  # report the previous step, now that this one is queued
-                    done, pending = pending, done
-                if done is not None and report(*done):
-                    stopped = True
-                    break
-            if pending is not None and not stopped:
-                stopped = report(*pending)
+        try:
+            with (
+                bn_stats if bn_stats is not None else contextlib.nullcontext(),
+                weights_in_autocast_dtype(frozen_models(ensemble, mae), autocast_dtype(device, config.autocast)),
+            ):
+                for step in range(config.steps):
+                    randoms = draw_step_randoms(batch, mae, config, generator)
+                    images, loss = runner(randoms.noise, randoms.thetas)
+                    done = (step, runner.keep(images) if callback is not None else None, runner.keep(loss))
+                    if defer:  # report the previous step, now that this one is queued
+                        done, pending = pending, done
+                    if done is not None and report(*done):
+                        stopped = True
+                        break
+                if pending is not None and not stopped:
+                    stopped = report(*pending)
+        finally:
+            runner.close()
         with torch.no_grad():
             final = image_fn().detach().float().clamp(0, 1)
     return OptimizeResult(final, losses, stopped)
+
+
+@dataclass(frozen=True)
+class StepRandoms:
+    """One step's random numbers. Drawn on the CPU from the run's generator, MAE mask noise first,
+    then the view matrices, so a seed gives the same images on every device, captured or not."""
+
+    noise: torch.Tensor | None  # [B, L] MAE masking noise; None without an MAE or without masking
+    thetas: torch.Tensor | None  # [B * crops, 2, 3] view matrices; None without augmentation
+
+
+def draw_step_randoms(
+    batch: int, mae: Reconstructor | None, config: OptimizeConfig, generator: torch.Generator | None
+) -> StepRandoms:
+    noise = mae.sample_noise(batch, generator) if mae is not None and config.mask_ratio > 0 else None
+    thetas = None if config.augment == NO_AUGMENT else view_thetas(batch, config.augment, generator)
+    return StepRandoms(noise, thetas)
+
+
+def step_forward(
+    image_fn,
+    ensemble: Ensemble,
+    target: Target,
+    mae: Reconstructor | None,
+    config: OptimizeConfig,
+    view_size: tuple[int, int],
+    views: int,
+    bn_stats: BatchNormStats | None,
+    chunk: int | None,
+    randoms: StepRandoms,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(images, loss) of one step: the part of the step that `compile` hands to torch.compile."""
+    # The image stays fp32 outside autocast: in bf16 its colour mixing and sigmoid lose precision
+    # for nothing (tiny ops), and one step's gradient moved further from fp32's.
+    images = image_fn()
+    with step_precision(images.device, config.autocast, onednn_linear=not config.compile):
+        loss = _step_loss(images, ensemble, target, mae, config, None, view_size, views, bn_stats, chunk, randoms)
+    return images, loss
+
+
+_COMPILED_FORWARD = None
+
+
+def compiled_step_forward():
+    """`step_forward` through torch.compile, built once per process (dynamo then caches one graph
+    per shape and model set). dynamic=False: each stage size is its own static graph, rather than
+    a slower symbolic one after the second size."""
+    global _COMPILED_FORWARD
+    if _COMPILED_FORWARD is None:
+        _COMPILED_FORWARD = torch.compile(step_forward, dynamic=False)
+    return _COMPILED_FORWARD
 
 
 def _step_loss(
@@ -264,20 +345,24 @@ def _step_loss(
     target: Target,
     mae: Reconstructor | None,
     config: OptimizeConfig,
-    generator: torch.Generator,
+    generator: torch.Generator | None,
     view_size: tuple[int, int],
     views: int,
     bn_stats: BatchNormStats | None,
     chunk: int | None = None,
+    randoms: StepRandoms | None = None,
 ) -> torch.Tensor:
+    """The step's loss; its random numbers are `randoms`, or drawn from `generator` when None."""
     batch = images.shape[0]
+    if randoms is None:
+        randoms = draw_step_randoms(batch, mae, config, generator)
     source = images
     if mae is not None:
-        source = mae.reconstruct(images, config.mask_ratio, generator, config.paste_visible)
-    crops = random_views(source, view_size, config.augment, generator)
+        source = mae.reconstruct(images, config.mask_ratio, None, config.paste_visible, noise=randoms.noise)
+    crops = views_from_thetas(source, view_size, config.augment, randoms.thetas)
     loss = images.new_zeros((), dtype=torch.float32)
     total_weight = sum(ensemble.weights)
-    fast = bn_stats is None and fast_classifier_path(images.device, config.autocast)
+    fast = bn_stats is None and not config.compile and fast_classifier_path(images.device, config.autocast)
     for member, weight in zip(ensemble.members, ensemble.weights):
         logits, features = _classify(member, crops, chunk, fast=fast)
         member_loss = target_loss(logits, target, views)

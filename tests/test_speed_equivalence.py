@@ -190,7 +190,7 @@ def test_benchmark_cpu_path_writes_table_and_json(tiny_workloads, tmp_path, caps
 def test_a_failing_variant_is_reported_and_the_rest_still_run(tiny_workloads, tmp_path, monkeypatch, capsys):
     """If e.g. torch.compile fails on a machine, its row says why, the others are measured, exit 1."""
 
-    def broken(fn):
+    def broken(fn, **kwargs):
         raise RuntimeError("no compiler here")
 
     monkeypatch.setattr(speed.torch, "compile", broken)

@@ -1,0 +1,195 @@
+"""The step as a CUDA graph would replay it (step_graph.py): the same run as the eager step, no
+host syncs after warm-up, capture failures fall back; and the opt-in torch.compile of the step."""
+
+from __future__ import annotations
+
+import collections
+import logging
+import shutil
+from dataclasses import replace
+
+import pytest
+import torch
+from torch.optim.optimizer import register_optimizer_step_post_hook, register_optimizer_step_pre_hook
+from torch.utils._python_dispatch import TorchDispatchMode
+
+import cag_core.optimize as optimize_module
+from cag_core.augment import NO_AUGMENT
+from cag_core.mae import MAEConfig, mae_from_config
+from cag_core.optimize import OptimizeConfig, optimize
+from cag_core.step_graph import StepRunner
+from tiny import tiny_classifier
+
+TINY_MAE = MAEConfig(img_size=32, patch_size=8, embed_dim=32, depth=2, num_heads=2,
+                     decoder_embed_dim=16, decoder_depth=1, decoder_num_heads=2)
+BASE = OptimizeConfig(steps=5, lr=0.05)
+
+CASES = {
+    "mae-fourier-fp32": (True, BASE),
+    "mae-fourier-bf16": (True, replace(BASE, autocast="bf16")),
+    "pixels-no-mae": (False, replace(BASE, parameterization="pixels")),
+    "all-losses-no-augment": (False, replace(BASE, augment=NO_AUGMENT, bn_weight=0.1, diversity_weight=0.5,
+                                              tv_weight=0.1)),
+    "mae-no-masking-paste": (True, replace(BASE, mask_ratio=0.0, paste_visible=True)),
+}
+
+
+def _run(config, with_mae, device="cpu", callback=None):
+    classifier = tiny_classifier().to(device)
+    mae = mae_from_config(TINY_MAE, seed=0).to(device) if with_mae else None
+    images = torch.rand(3, 3, 24, 24, generator=torch.Generator().manual_seed(0)).to(device)
+    return optimize(images, classifier, "class 1\nclass 2\nclass 3", config=config, mae=mae,
+                    generator=torch.Generator().manual_seed(4), callback=callback)
+
+
+@pytest.mark.parametrize("case", sorted(CASES))
+def test_static_step_runs_the_same_steps_as_the_eager_one(case):
+    """cuda_graph=True on a CPU runs the code a graph would replay (fixed input buffers refilled
+    every step, randoms drawn before the step): bit for bit the eager run, with the same seed."""
+    with_mae, config = CASES[case]
+    eager = _run(config, with_mae)
+    static = _run(replace(config, cuda_graph=True), with_mae)
+    assert static.losses == eager.losses
+    assert torch.equal(static.images, eager.images)
+
+
+class _OpLog(TorchDispatchMode):
+    """Counts ATen ops per step, outside optimizer.step: the CPU's Adam reads its step count with
+    .item(); on CUDA the engine's Adam is fused and capturable, PyTorch's own graph-safe path."""
+
+    def __init__(self):
+        super().__init__()
+        self.steps: list[collections.Counter] = []
+        self.in_optimizer = False
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        if not self.in_optimizer:
+            self.steps[-1][str(func.overloadpacket)] += 1
+        return func(*args, **(kwargs or {}))
+
+
+# ATen ops that wait for the GPU or copy host data in (a capture fails on them, an eager GPU step
+# stalls on them): .item()/float(), nonzero and data-dependent shapes, torch.tensor(...) literals.
+HOST_SYNC_OPS = {"aten._local_scalar_dense", "aten.item", "aten.is_nonzero", "aten.nonzero", "aten.masked_select",
+                 "aten.unique", "aten._unique", "aten._unique2", "aten.unique_consecutive", "aten.equal",
+                 "aten.lift_fresh", "aten.lift_fresh_copy", "aten.allclose"}
+
+
+@pytest.mark.parametrize("case", ["mae-fourier-fp32", "mae-fourier-bf16", "all-losses-no-augment"])
+def test_step_after_warm_up_has_no_host_syncs(case, monkeypatch):
+    """Every ATen op of the step function, logged on the CPU (the same graph runs on CUDA): after
+    the first step, which sets up Adam's state and folds the classifier, none of them reads a
+    value back to the host or brings host data in, so the step can be captured and replayed."""
+    log = _OpLog()
+
+    class LoggedRunner(StepRunner):
+        def __init__(self, step_fn, *args, **kwargs):
+            def logged(*inputs):
+                log.steps.append(collections.Counter())
+                with log:
+                    return step_fn(*inputs)
+            super().__init__(logged, *args, **kwargs)
+
+    monkeypatch.setattr(optimize_module, "StepRunner", LoggedRunner)
+    with_mae, config = CASES[case]
+    hooks = [register_optimizer_step_pre_hook(lambda *_: setattr(log, "in_optimizer", True)),
+             register_optimizer_step_post_hook(lambda *_: setattr(log, "in_optimizer", False))]
+    try:
+        _run(replace(config, steps=3, cuda_graph=True), with_mae)
+    finally:
+        for hook in hooks:
+            hook.remove()
+    assert len(log.steps) == 3
+    assert sum(log.steps[1].values()) > 50  # the log saw the step
+    for later in log.steps[1:]:
+        assert not HOST_SYNC_OPS & set(later), sorted(HOST_SYNC_OPS & set(later))
+    assert log.steps[1] == log.steps[2]  # the same ops every step: nothing lazily built late
+
+
+def test_capture_failure_finishes_the_run_eagerly(monkeypatch, caplog):
+    calls = []
+
+    def step_fn(x):
+        calls.append(float(x.sum()))
+        return x * 2, x.sum()
+
+    class Uncapturable:
+        def __init__(self, *args, **kwargs):
+            raise RuntimeError("operation not permitted when stream is capturing")
+
+    monkeypatch.setattr(torch.cuda, "CUDAGraph", Uncapturable)
+    runner = StepRunner(step_fn, torch.device("cpu"), static=True, warmup=0)
+    runner.capture = True  # as on CUDA, after warm-up
+    with caplog.at_level(logging.WARNING, logger="cag_core.step_graph"):
+        images, loss = runner(torch.ones(2))
+    assert "capture of the optimize step failed" in caplog.text
+    assert float(loss) == 2.0 and not runner.replaying and not runner.capture
+    _, loss = runner(torch.full((2,), 3.0))
+    assert float(loss) == 6.0 and calls == [2.0, 6.0]  # the call whose capture failed still ran its step
+
+
+def test_static_runner_refuses_inputs_that_change_shape():
+    runner = StepRunner(lambda x, y: (x, x.sum()), torch.device("cpu"), static=True)
+    runner(torch.zeros(2, 3), None)
+    with pytest.raises(ValueError, match="keep their shapes"):
+        runner(torch.zeros(2, 4), None)
+    with pytest.raises(ValueError, match="keep their shapes"):
+        runner(torch.zeros(2, 3), torch.zeros(1))
+
+
+def test_static_buffers_are_refilled_every_step():
+    seen = []
+    runner = StepRunner(lambda x: (x * 1, x.sum()), torch.device("cpu"), static=True)
+    for value in (1.0, 2.0, 5.0):
+        images, _ = runner(torch.full((3,), value))
+        seen.append(runner.keep(images))
+    assert [float(t[0]) for t in seen] == [1.0, 2.0, 5.0]
+
+
+needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+
+
+@needs_cuda
+@pytest.mark.parametrize("case", ["mae-fourier-fp32", "mae-fourier-bf16", "all-losses-no-augment"])
+def test_cuda_graph_replays_the_uncaptured_run(case, monkeypatch):
+    """On a GPU: the captured run against the same run with capture held off (same buffers,
+    capturable Adam, warm-up stream), step by step; and it did capture."""
+    with_mae, config = CASES[case]
+    config = replace(config, steps=8, cuda_graph=True)
+    replays = []
+    original = StepRunner.__call__
+
+    def spy(self, *inputs):
+        out = original(self, *inputs)
+        replays.append(self.replaying)
+        return out
+
+    monkeypatch.setattr(StepRunner, "__call__", spy)
+    graph = _run(config, with_mae, "cuda", callback=lambda *_: None)
+    assert replays[-1], "the step was never captured (see the log for why)"
+    monkeypatch.setattr(optimize_module, "GRAPH_WARMUP_STEPS", 1 << 30)
+    uncaptured = _run(config, with_mae, "cuda", callback=lambda *_: None)
+    for a, b in zip(graph.losses, uncaptured.losses):
+        assert abs(a - b) <= 1e-3 * abs(b)
+    assert float((graph.images - uncaptured.images).abs().max()) < 1e-2
+
+
+needs_compiler = pytest.mark.skipif(shutil.which("g++") is None and shutil.which("c++") is None,
+                                    reason="torch.compile on the CPU needs a C++ compiler")
+
+
+@needs_compiler
+def test_compiled_step_matches_eager_and_is_reused():
+    """compile=True: torch.compile of the step's forward gives the eager losses to rounding, and a
+    second run with other images of the same shape reuses the compiled graph."""
+    from torch._dynamo.utils import counters
+
+    config = replace(BASE, steps=3)
+    eager = _run(config, True)
+    compiled = _run(replace(config, compile=True), True)
+    for a, b in zip(compiled.losses, eager.losses):
+        assert abs(a - b) <= 1e-4 * abs(b)
+    assert float((compiled.images - eager.images).abs().max()) < 1e-4
+    graphs = counters["stats"]["unique_graphs"]
+    _run(replace(config, compile=True, steps=2), True)
+    assert counters["stats"]["unique_graphs"] == graphs
