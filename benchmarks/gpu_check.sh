@@ -1,15 +1,20 @@
 #!/usr/bin/env bash
-# The CUDA measurements of benchmarks/README.md, in one call of under 6.5 minutes on one GPU:
+# The CUDA measurements of benchmarks/README.md, in one call of under 9 minutes on one GPU:
 #   bash benchmarks/gpu_check.sh            (writes benchmarks/results/speed_cuda_*.json and .log)
-# 1. The utilization target: workload b (MAE-Large + ResNet-50) at batch 32 and 64, stage 256,
-#    fp32 / bf16 autocast / bf16 + channels_last against the per-image reference, with the
-#    numerical check; FLOPs counted per step and reported as achieved TFLOP/s and % of the bf16
-#    dense peak (H200/H100 SXM: 989 TFLOP/s); Adam for-loop / foreach / fused; 50 consecutive
-#    optimize runs must not grow CUDA memory.
-# 2. torch.compile (classifier body, MAE encoder and decoder) at batch 32 and 128, next to eager
-#    bf16, without the reference (its compile time is its own).
-# 3. The full grid (a, b, c x batch 1/4/16 x stage 64/128/256), fp32 / bf16 / bf16+cl, each
-#    against the per-image reference on the same inputs, with the numerical check.
+# 0. If pytest is there: tests/test_step_graph.py, whose CUDA tests capture the step as a graph and
+#    compare it step by step with the same run uncaptured (tiny models, seconds).
+# 1. The utilization target: workload b (MAE-Large + ResNet-50) at batch 32, 64 and 128, stage
+#    256: eager bf16, bf16 + channels_last, and the same with the whole step as one CUDA graph
+#    (OptimizeConfig.cuda_graph), against the per-image reference, with the numerical check (and
+#    for +graph, the captured run against the uncaptured one); 12 steps per timed run, so the
+#    steady-state ms/step (after the 3 warm-up steps and the capture) is measured too; FLOPs
+#    counted per step and reported as achieved TFLOP/s and % of the bf16 dense peak (H200/H100
+#    SXM: 989 TFLOP/s); Adam for-loop / foreach / fused; 50 consecutive optimize runs must not grow
+#    CUDA memory.
+# 2. torch.compile of the step's forward (OptimizeConfig.compile), alone and under the CUDA graph,
+#    next to the graph alone, at batch 64 and 128, without the reference (compile time is its own).
+# 3. Only with FULL=1: the full grid (a, b, c x batch 1/4/16 x stage 64/128/256) against the
+#    reference (it ran twice on 2026-11-28: benchmarks/results/cuda_run{1,2}).
 # Each part has its own time limit; a part cut short still leaves the rows it finished in its JSON.
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -20,11 +25,19 @@ export HF_HUB_OFFLINE=1
 nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.max.sm --format=csv || true
 "$PYTHON" -c "import torch; print('torch', torch.__version__, 'cuda', torch.version.cuda, torch.cuda.get_device_name())"
 
-timeout 140 "$PYTHON" -m benchmarks.speed --device cuda --grid gpu-peak --steps 3 --json ${OUT}/speed_cuda_peak.json 2>&1 | tee ${OUT}/speed_cuda_peak.log
+tests=skipped
+if "$PYTHON" -c "import pytest" 2>/dev/null; then
+  timeout 90 "$PYTHON" -m pytest -q -p no:cacheprovider tests/test_step_graph.py 2>&1 | tee ${OUT}/cuda_step_graph_tests.log
+  tests=${PIPESTATUS[0]}
+fi
+timeout 220 "$PYTHON" -m benchmarks.speed --device cuda --grid gpu-peak --steps 12 --reference-steps 2 --json ${OUT}/speed_cuda_peak.json 2>&1 | tee ${OUT}/speed_cuda_peak.log
 peak=${PIPESTATUS[0]}
-timeout 120 "$PYTHON" -m benchmarks.speed --device cuda --workloads b --batches 32,128 --sizes 256 --variants bf16,bf16+compile --no-reference --no-adam --leak-runs 0 --repeats 3 --steps 3 --json ${OUT}/speed_cuda_compile.json 2>&1 | tee ${OUT}/speed_cuda_compile.log
+timeout 240 "$PYTHON" -m benchmarks.speed --device cuda --workloads b --batches 64,128 --sizes 256 --variants bf16+cl+graph,bf16+cl+compile,bf16+cl+compile+graph --no-reference --no-adam --leak-runs 0 --repeats 2 --steps 12 --json ${OUT}/speed_cuda_compile.json 2>&1 | tee ${OUT}/speed_cuda_compile.log
 compiled=${PIPESTATUS[0]}
-timeout 100 "$PYTHON" -m benchmarks.speed --device cuda --grid full --repeats 2 --steps 2 --json ${OUT}/speed_cuda_full.json 2>&1 | tee ${OUT}/speed_cuda_full.log
-full=${PIPESTATUS[0]}
-echo "exit codes: gpu-peak $peak, compile $compiled, full $full (124 = cut by its time limit; 1 = a numerical check failed)"
-[ "$peak" = 0 ] && [ "$compiled" = 0 ] && [ "$full" = 0 ]
+full=skipped
+if [ "${FULL:-0}" = 1 ]; then
+  timeout 100 "$PYTHON" -m benchmarks.speed --device cuda --grid full --repeats 2 --steps 2 --json ${OUT}/speed_cuda_full.json 2>&1 | tee ${OUT}/speed_cuda_full.log
+  full=${PIPESTATUS[0]}
+fi
+echo "exit codes: tests $tests, gpu-peak $peak, compile $compiled, full $full (124 = cut by its time limit; 1 = a check failed)"
+[ "$tests" != 1 ] && [ "$peak" = 0 ] && [ "$compiled" = 0 ] && [ "$full" != 1 ] && [ "$full" != 124 ]

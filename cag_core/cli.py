@@ -56,6 +56,10 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--device", default="auto", help="auto (cuda when available), cpu, cuda, cuda:1, ...")
     run.add_argument("--autocast", choices=AUTOCAST_CHOICES, default=DEFAULTS.stage.autocast,
                      help="mixed precision: auto = bf16 on CUDA, fp32 on CPU")
+    run.add_argument("--cuda-graph", action="store_true",
+                     help="CUDA: capture each stage's step once as a CUDA graph and replay it (opt-in; no effect on a CPU)")
+    run.add_argument("--compile", action="store_true",
+                     help="torch.compile the step (opt-in; compiles once per stage size, rounding changes)")
     recipe = gen.add_argument_group("recipe (defaults are explained in the README)")
     recipe.add_argument("--lr", type=float, default=DEFAULTS.stage.lr)
     recipe.add_argument("--optimizer", choices=OPTIMIZERS, default=DEFAULTS.stage.optimizer)
@@ -106,6 +110,8 @@ def _config_from_args(args: argparse.Namespace) -> ProgressiveConfig:
         bn_weight=args.bn,
         tv_weight=args.tv,
         autocast=args.autocast,
+        cuda_graph=args.cuda_graph,
+        compile=args.compile,
     )
     return ProgressiveConfig(
         sizes=tuple(args.sizes), steps=tuple(args.steps), noise=args.noise, upsample_method=args.upsample, stage=stage

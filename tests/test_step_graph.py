@@ -193,3 +193,28 @@ def test_compiled_step_matches_eager_and_is_reused():
     graphs = counters["stats"]["unique_graphs"]
     _run(replace(config, compile=True, steps=2), True)
     assert counters["stats"]["unique_graphs"] == graphs
+
+
+def test_cli_cuda_graph_flag_reaches_every_stage(tmp_path, monkeypatch):
+    """`generate --cuda-graph` sets OptimizeConfig.cuda_graph for each stage; on a CPU the images
+    are the same as without it."""
+    from cag_core.cli import main
+    from tiny import save_tiny_classifier
+
+    weights = save_tiny_classifier(tmp_path / "tiny.safetensors")
+    seen = []
+    original = optimize_module.optimize
+
+    def spy(*args, config, **kwargs):
+        seen.append(config.cuda_graph)
+        return original(*args, config=config, **kwargs)
+
+    monkeypatch.setattr("cag_core.progressive.optimize", spy)
+    outputs = []
+    for flags in ([], ["--cuda-graph"]):
+        out = tmp_path / f"img{len(flags)}.png"
+        assert main(["generate", "--classifier", str(weights), "--class", "class 1", "--sizes", "16", "24",
+                     "--steps", "3", "--device", "cpu", "--quiet", "--out", str(out), *flags]) == 0
+        outputs.append(out.read_bytes())
+    assert seen == [False, False, True, True]
+    assert outputs[0] == outputs[1]
