@@ -59,7 +59,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--cuda-graph", action="store_true",
                      help="CUDA: capture each stage's step once as a CUDA graph and replay it (opt-in; no effect on a CPU)")
     run.add_argument("--compile", action="store_true",
-                     help="torch.compile the step (opt-in; compiles once per stage size, rounding changes)")
+                     help="CUDA: torch.compile the step (opt-in; compiles once per stage size; rounding changes; "
+                     "slower on CPUs)")
     recipe = gen.add_argument_group("recipe (defaults are explained in the README)")
     recipe.add_argument("--lr", type=float, default=DEFAULTS.stage.lr)
     recipe.add_argument("--optimizer", choices=OPTIMIZERS, default=DEFAULTS.stage.optimizer)
