@@ -125,8 +125,9 @@ def view_matrices(batch: int, cfg: AugmentConfig, generator: torch.Generator) ->
 
 
 def one_view(image: torch.Tensor, theta: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
-    grid = F.affine_grid(theta[None], [1, image.shape[1], *size], align_corners=False)
-    return F.grid_sample(image, grid, mode="bilinear", padding_mode="reflection", align_corners=False)
+    with torch.autocast(image.device.type, enabled=False):  # sampling positions in fp32, as in the engine
+        grid = F.affine_grid(theta[None].float(), [1, image.shape[1], *size], align_corners=False)
+        return F.grid_sample(image.float(), grid, mode="bilinear", padding_mode="reflection", align_corners=False)
 
 
 def classify(classifier: Classifier, views01: torch.Tensor) -> torch.Tensor:

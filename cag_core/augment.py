@@ -86,7 +86,11 @@ def views_from_thetas(
     if thetas is None:
         raise CaGError("views_from_thetas needs the view matrices (view_thetas) unless augmentation is off.")
     b, c = images.shape[:2]
-    theta = to_device(thetas, images.device, images.dtype)
-    grid = F.affine_grid(theta, [b * cfg.crops, c, *out_size], align_corners=False)
-    source = images.repeat_interleave(cfg.crops, dim=0) if cfg.crops > 1 else images
-    return F.grid_sample(source, grid, mode="bilinear", padding_mode="reflection", align_corners=False)
+    theta = to_device(thetas, images.device, torch.float32)
+    # In fp32 even under autocast: affine_grid's matrix product would otherwise run in bf16, whose
+    # 8-bit mantissa puts sampling positions up to ~1 px (at 256 px) off where the view matrix says.
+    with torch.autocast(images.device.type, enabled=False):
+        grid = F.affine_grid(theta, [b * cfg.crops, c, *out_size], align_corners=False)
+        source = images.float().repeat_interleave(cfg.crops, dim=0) if cfg.crops > 1 else images.float()
+        views = F.grid_sample(source, grid, mode="bilinear", padding_mode="reflection", align_corners=False)
+    return views.to(images.dtype)

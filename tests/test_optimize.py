@@ -138,6 +138,17 @@ def test_views_are_one_batched_resampling():
     assert torch.equal(plain, images)
 
 
+def test_views_sample_at_fp32_positions_under_autocast():
+    """Under bf16 autocast the views are the fp32 views: affine_grid's matrix product ran in bf16
+    before, moving sampling positions by up to about a pixel at 256 px."""
+    images = _images(2, 256)
+    config = AugmentConfig(crops=3)
+    plain = random_views(images, (224, 224), config, torch.Generator().manual_seed(1))
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        under = random_views(images, (224, 224), config, torch.Generator().manual_seed(1))
+    assert under.dtype == torch.float32 and torch.equal(under, plain)
+
+
 def test_full_crop_without_jitter_is_identity_and_flip_mirrors():
     """A full-size crop with no jitter returns the image; a forced flip mirrors it."""
     images = _images(1, 16)

@@ -218,3 +218,47 @@ def test_cli_cuda_graph_flag_reaches_every_stage(tmp_path, monkeypatch):
         outputs.append(out.read_bytes())
     assert seen == [False, False, True, True]
     assert outputs[0] == outputs[1]
+
+
+@pytest.mark.parametrize("case", sorted(CASES))
+def test_emulated_capture_and_replay_gives_the_eager_run(case, monkeypatch):
+    """The step captured after warm-up and replayed the way a CUDA graph replays it (recorded ops on
+    fixed tensors, no Python; tests/graph_emulator.py) computes the eager run bit for bit: nothing
+    in the step depends on host state that a graph would freeze."""
+    from graph_emulator import EmulatedGraphRunner
+
+    runners = []
+
+    class Runner(EmulatedGraphRunner):
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            runners.append(self)
+
+    monkeypatch.setattr(optimize_module, "StepRunner", Runner)
+    with_mae, config = CASES[case]
+    config = replace(config, steps=7)
+    eager = _run(config, with_mae)
+    replayed = _run(replace(config, cuda_graph=True), with_mae, callback=lambda *_: None)
+    assert runners[-1].captured
+    assert replayed.losses == eager.losses
+    assert torch.equal(replayed.images, eager.images)
+
+
+def test_emulated_replay_catches_a_frozen_input(monkeypatch):
+    """The emulation can fail: with the random-number buffers left as they were at capture (as if
+    the engine forgot to refill them), the replayed steps reuse the captured step's masks and views."""
+    from graph_emulator import EmulatedGraphRunner
+
+    class Stale(EmulatedGraphRunner):
+        def _fill(self, inputs):
+            if self.captured:
+                return self._buffers
+            return super()._fill(inputs)
+
+    monkeypatch.setattr(optimize_module, "StepRunner", Stale)
+    with_mae, config = CASES["mae-fourier-fp32"]
+    config = replace(config, steps=7)
+    eager = _run(config, with_mae)
+    stale = _run(replace(config, cuda_graph=True), with_mae)
+    assert stale.losses[:4] == eager.losses[:4]  # warm-up and the captured step
+    assert stale.losses[4:] != eager.losses[4:]
