@@ -389,12 +389,28 @@ def capture_never():
         engine.GRAPH_WARMUP_STEPS = saved
 
 
+@contextlib.contextmanager
+def emulated_capture():
+    """On a CPU, where nothing is captured: capture and replay emulated at the ATen level
+    (benchmarks/graph_emulator.py), so the check still tests what a graph would replay."""
+    from benchmarks.graph_emulator import EmulatedGraphRunner
+
+    saved = engine.StepRunner
+    engine.StepRunner = EmulatedGraphRunner
+    try:
+        yield
+    finally:
+        engine.StepRunner = saved
+
+
 def graph_check(images, classifier, mae, target, config, steps: int = 8) -> dict:
     """A captured run against the same run without capture: per-step losses and final images.
     Identical kernels on identical inputs, so they should agree to rounding (atomics in
-    grid_sample's backward); a stale buffer or a replay that misses an input would not."""
+    grid_sample's backward); a stale buffer or a replay that misses an input would not. On a CPU
+    the capture is emulated (bit for bit expected)."""
+    captured = contextlib.nullcontext() if images.device.type == "cuda" else emulated_capture()
     runs = []
-    for ctx in (contextlib.nullcontext(), capture_never()):
+    for ctx in (captured, capture_never()):
         with ctx:
             runs.append(optimize(images, classifier, target, config=replace(config, steps=steps), mae=mae,
                                  generator=torch.Generator().manual_seed(SEED + 7)))

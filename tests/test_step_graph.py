@@ -223,9 +223,9 @@ def test_cli_cuda_graph_flag_reaches_every_stage(tmp_path, monkeypatch):
 @pytest.mark.parametrize("case", sorted(CASES))
 def test_emulated_capture_and_replay_gives_the_eager_run(case, monkeypatch):
     """The step captured after warm-up and replayed the way a CUDA graph replays it (recorded ops on
-    fixed tensors, no Python; tests/graph_emulator.py) computes the eager run bit for bit: nothing
+    fixed tensors, no Python; benchmarks/graph_emulator.py) computes the eager run bit for bit: nothing
     in the step depends on host state that a graph would freeze."""
-    from graph_emulator import EmulatedGraphRunner
+    from benchmarks.graph_emulator import EmulatedGraphRunner
 
     runners = []
 
@@ -247,7 +247,7 @@ def test_emulated_capture_and_replay_gives_the_eager_run(case, monkeypatch):
 def test_emulated_replay_catches_a_frozen_input(monkeypatch):
     """The emulation can fail: with the random-number buffers left as they were at capture (as if
     the engine forgot to refill them), the replayed steps reuse the captured step's masks and views."""
-    from graph_emulator import EmulatedGraphRunner
+    from benchmarks.graph_emulator import EmulatedGraphRunner
 
     class Stale(EmulatedGraphRunner):
         def _fill(self, inputs):
@@ -262,3 +262,24 @@ def test_emulated_replay_catches_a_frozen_input(monkeypatch):
     stale = _run(replace(config, cuda_graph=True), with_mae)
     assert stale.losses[:4] == eager.losses[:4]  # warm-up and the captured step
     assert stale.losses[4:] != eager.losses[4:]
+
+
+@pytest.mark.parametrize("autocast", ["off", "bf16"])
+def test_emulated_replay_of_the_default_classifier(autocast, monkeypatch):
+    """The same with the real default classifier (embedded EfficientNet-Lite0, 224 px views): bit
+    for bit. (MAE-Base/Large + ResNet-50 gave the same in a one-off run; the benchmark's graph
+    check emulates the capture on CPUs for every +graph row.)"""
+    from benchmarks.graph_emulator import EmulatedGraphRunner
+    from cag_core.progressive import init_noise
+    from cag_core.timm_classifier import embedded_classifier
+
+    classifier = embedded_classifier("efficientnet-lite0")
+    images = init_noise(2, 64, 64, "gray", generator=torch.Generator().manual_seed(0))
+    config = OptimizeConfig(steps=6, autocast=autocast)
+    runs = []
+    for runner, graph in ((StepRunner, False), (EmulatedGraphRunner, True)):
+        monkeypatch.setattr(optimize_module, "StepRunner", runner)
+        runs.append(optimize(images, classifier, "goldfish\ntench", config=replace(config, cuda_graph=graph),
+                             generator=torch.Generator().manual_seed(1), callback=lambda *_: None))
+    assert runs[0].losses == runs[1].losses
+    assert torch.equal(runs[0].images, runs[1].images)
