@@ -27,7 +27,7 @@ nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.max.sm --format=c
 
 tests=skipped
 if "$PYTHON" -c "import pytest" 2>/dev/null; then
-  timeout 90 "$PYTHON" -m pytest -q -p no:cacheprovider tests/test_step_graph.py 2>&1 | tee ${OUT}/cuda_step_graph_tests.log
+  timeout 90 "$PYTHON" -m pytest -q -p no:cacheprovider tests/test_step_graph.py -k cuda 2>&1 | tee ${OUT}/cuda_step_graph_tests.log
   tests=${PIPESTATUS[0]}
 fi
 timeout 220 "$PYTHON" -m benchmarks.speed --device cuda --grid gpu-peak --steps 12 --reference-steps 2 --json ${OUT}/speed_cuda_peak.json 2>&1 | tee ${OUT}/speed_cuda_peak.log

@@ -345,9 +345,10 @@ def compare(loss, grad, ref: tuple, ref_same_precision: tuple | None) -> dict:
 
 def passes(row: dict, tolerances: tuple[float, float]) -> bool:
     """fp32 variants must match the fp32 reference within `tolerances`. A bf16/fp16 variant cannot:
-    one bf16 step's gradient is far from the fp32 one for any implementation (cosine 0.62-0.88,
-    loss within 1.6 %, measured on the reference itself), so it is held to the reference run under
-    the same autocast: loss within 1e-2, gradient cosine above 0.98 (measured: 0.986-0.9997).
+    one bf16 step's gradient can be far from the fp32 one for any implementation (Lite0: cosine
+    0.62-0.83, measured on the reference itself; the MAE workloads: 0.99), so it is held to the
+    reference run under the same autocast: loss within 1e-2, gradient cosine above 0.98 (measured:
+    0.986-0.9997).
     A captured (graph) variant must also match its own run without capture (`graph_check`)."""
     if "graph_ok" in row and not row["graph_ok"]:
         return False
@@ -407,7 +408,10 @@ def graph_check(images, classifier, mae, target, config, steps: int = 8) -> dict
     """A captured run against the same run without capture: per-step losses and final images.
     Identical kernels on identical inputs, so they should agree to rounding (atomics in
     grid_sample's backward); a stale buffer or a replay that misses an input would not. On a CPU
-    the capture is emulated (bit for bit expected)."""
+    the capture is emulated (bit for bit expected), except for compiled steps, whose kernels the
+    ATen-level emulation cannot see (no check then)."""
+    if images.device.type != "cuda" and config.compile:
+        return {}
     captured = contextlib.nullcontext() if images.device.type == "cuda" else emulated_capture()
     runs = []
     for ctx in (captured, capture_never()):
