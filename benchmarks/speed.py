@@ -412,16 +412,40 @@ def graph_check(images, classifier, mae, target, config, steps: int = 8) -> dict
     ATen-level emulation cannot see (no check then)."""
     if images.device.type != "cuda" and config.compile:
         return {}
-    captured = contextlib.nullcontext() if images.device.type == "cuda" else emulated_capture()
-    runs = []
-    for ctx in (captured, capture_never()):
-        with ctx:
+    runs, replayed = [], []
+    for ctx in (emulated_capture() if images.device.type != "cuda" else contextlib.nullcontext(), capture_never()):
+        with ctx, noting_replays(replayed):
             runs.append(optimize(images, classifier, target, config=replace(config, steps=steps), mae=mae,
                                  generator=torch.Generator().manual_seed(SEED + 7)))
     graph, eager = runs
     loss_rel = max(abs(a - b) / max(abs(b), 1e-12) for a, b in zip(graph.losses, eager.losses))
     image_abs = float((graph.images - eager.images).abs().max())
-    return {"graph_loss_rel": loss_rel, "graph_image_abs": image_abs, "graph_ok": loss_rel < 1e-3 and image_abs < 1e-2}
+    # Without a capture (it failed and the engine fell back, see the log) the comparison is empty.
+    captured = replayed[0]
+    return {"graph_captured": captured, "graph_loss_rel": loss_rel, "graph_image_abs": image_abs,
+            "graph_ok": captured and not replayed[1] and loss_rel < 1e-3 and image_abs < 1e-2}
+
+
+@contextlib.contextmanager
+def noting_replays(replayed: list[bool]):
+    """Appends to `replayed`, after the `optimize` call inside, whether its step was ever replayed
+    from a graph."""
+    base = engine.StepRunner
+
+    class Noting(base):
+        def __call__(self, *inputs):
+            out = super().__call__(*inputs)
+            self.ever_replayed = getattr(self, "ever_replayed", False) or self.replaying
+            runners.append(self)
+            return out
+
+    runners: list = []
+    engine.StepRunner = Noting
+    try:
+        yield
+    finally:
+        engine.StepRunner = base
+        replayed.append(any(getattr(r, "ever_replayed", False) for r in runners))
 
 
 def time_reference(images, classifier, mae, target, config, device, seed) -> float:
@@ -618,6 +642,8 @@ def table(rows: list[dict], device: torch.device) -> str:
             continue
         graph = (f"{_fmt(r.get('graph_loss_rel'), '.1e')} / {_fmt(r.get('graph_image_abs'), '.1e')}"
                  if "graph_ok" in r else "-")
+        if r.get("graph_captured") is False:
+            graph = "not captured (see log)"
         lines.append(
             f"| {r['workload']} | {r['batch']} | {r['size']} | {r['variant']} | {_fmt(r['ms_per_step'], '.0f')}"
             f" | {_fmt(r.get('steady_ms_per_step'), '.1f')}"

@@ -7,6 +7,8 @@ numbers on tiny models, and run the benchmark's own code path end to end on tiny
 
 from __future__ import annotations
 
+import contextlib
+
 import ctypes
 import json
 import re
@@ -202,6 +204,22 @@ def test_a_failing_variant_is_reported_and_the_rest_still_run(tiny_workloads, tm
     assert code == 1 and "no compiler here" in rows["fp32+compile"]["error"]
     assert rows["fp32"]["check_ok"] and rows["fp32"]["ms_per_step"] > 0
     assert "RuntimeError: no compiler here" in capsys.readouterr().out
+
+
+def test_graph_variant_is_checked_against_its_uncaptured_run(tiny_workloads, tmp_path, monkeypatch):
+    """A +graph row: the (on a CPU, emulated) captured run matches the uncaptured one and reports
+    a steady-state time; if the capture did not happen, the row fails its check."""
+    out = tmp_path / "speed.json"
+    args = ["--workloads", "t", "--batches", "2", "--sizes", "16", "--variants", "fp32+graph,bf16+graph",
+            "--repeats", "1", "--steps", "5", "--reference-steps", "1", "--no-adam", "--json", str(out)]
+    assert speed.main(args) == 0
+    for row in json.loads(out.read_text())["rows"]:
+        assert row["graph_captured"] and row["graph_ok"] and row["graph_loss_rel"] == 0.0, row
+        assert row["steady_ms_per_step"] > 0
+    monkeypatch.setattr(speed, "emulated_capture", contextlib.nullcontext)  # a CPU then captures nothing
+    assert speed.main(args) == 1
+    rows = json.loads(out.read_text())["rows"]
+    assert not any(r["graph_captured"] or r["check_ok"] for r in rows)
 
 
 def test_flop_count_includes_attention():
