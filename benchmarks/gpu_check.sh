@@ -30,7 +30,7 @@ if "$PYTHON" -c "import pytest" 2>/dev/null; then
   timeout 90 "$PYTHON" -m pytest -q -p no:cacheprovider tests/test_step_graph.py -k cuda 2>&1 | tee ${OUT}/cuda_step_graph_tests.log
   tests=${PIPESTATUS[0]}
 fi
-timeout 220 "$PYTHON" -m benchmarks.speed --device cuda --grid gpu-peak --steps 12 --reference-steps 2 --json ${OUT}/speed_cuda_peak.json 2>&1 | tee ${OUT}/speed_cuda_peak.log
+timeout 220 "$PYTHON" -m benchmarks.speed --device cuda --grid gpu-peak --steps 12 --reference-steps 1 --json ${OUT}/speed_cuda_peak.json 2>&1 | tee ${OUT}/speed_cuda_peak.log
 peak=${PIPESTATUS[0]}
 timeout 240 "$PYTHON" -m benchmarks.speed --device cuda --workloads b --batches 64,128 --sizes 256 --variants bf16+cl+graph,bf16+cl+compile,bf16+cl+compile+graph --no-reference --no-adam --leak-runs 0 --repeats 2 --steps 12 --json ${OUT}/speed_cuda_compile.json 2>&1 | tee ${OUT}/speed_cuda_compile.log
 compiled=${PIPESTATUS[0]}
