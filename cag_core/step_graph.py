@@ -28,7 +28,7 @@ from typing import Callable, Optional
 
 import torch
 
-from .transfer import to_device
+from .transfer import copy_source, to_device
 
 log = logging.getLogger(__name__)
 
@@ -97,8 +97,7 @@ class StepRunner:
             if (buffer is None) != (x is None) or (x is not None and x.shape != buffer.shape):
                 raise ValueError("StepRunner inputs must keep their shapes (and presence) from step to step.")
             if x is not None:
-                pinned = x.pin_memory() if self.device.type == "cuda" and x.device.type == "cpu" else x
-                buffer.copy_(pinned, non_blocking=True)
+                buffer.copy_(copy_source(x, self.device), non_blocking=True)
         return self._buffers
 
     def _on_side_stream(self, buffers):

@@ -12,6 +12,14 @@ from __future__ import annotations
 import torch
 
 
+def copy_source(tensor: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """`tensor` as the source of a `non_blocking` copy to `device`: pinned when it goes from the
+    CPU to CUDA (from pageable memory the copy would wait for the GPU)."""
+    if device.type == "cuda" and tensor.device.type == "cpu":
+        return tensor.pin_memory()
+    return tensor
+
+
 def to_device(tensor: torch.Tensor, device: torch.device, dtype: torch.dtype | None = None) -> torch.Tensor:
     """`tensor.to(device, dtype)`; from the CPU to CUDA through pinned memory, without a sync."""
     if dtype is not None and tensor.dtype != dtype:
@@ -19,5 +27,5 @@ def to_device(tensor: torch.Tensor, device: torch.device, dtype: torch.dtype | N
     if tensor.device == device:
         return tensor
     if device.type == "cuda" and tensor.device.type == "cpu":
-        return tensor.pin_memory().to(device, non_blocking=True)
-    return tensor.to(device)
+        return copy_source(tensor, device).to(device, non_blocking=True)
+    return tensor.to(device)  # e.g. to the CPU: blocking, so the values are there when read
