@@ -69,11 +69,8 @@ def random_views(
     images: torch.Tensor, out_size: tuple[int, int], cfg: AugmentConfig, generator: torch.Generator | None
 ) -> torch.Tensor:
     """[B * crops, C, *out_size]; the views of image i are rows i*crops .. (i+1)*crops-1."""
-    if cfg == NO_AUGMENT:
-        if tuple(images.shape[-2:]) == tuple(out_size):
-            return images
-        return F.interpolate(images, size=out_size, mode="bilinear", align_corners=False)
-    return views_from_thetas(images, out_size, cfg, view_thetas(images.shape[0], cfg, generator))
+    thetas = None if cfg == NO_AUGMENT else view_thetas(images.shape[0], cfg, generator)
+    return views_from_thetas(images, out_size, cfg, thetas)
 
 
 def views_from_thetas(
@@ -81,8 +78,10 @@ def views_from_thetas(
 ) -> torch.Tensor:
     """`random_views` with its random matrices given ([B * crops, 2, 3] from `view_thetas`, on
     any device; None for NO_AUGMENT): a captured CUDA graph takes them as a static input."""
-    if cfg == NO_AUGMENT:
-        return random_views(images, out_size, cfg, None)
+    if cfg == NO_AUGMENT:  # the whole image, resized; nothing random
+        if tuple(images.shape[-2:]) == tuple(out_size):
+            return images
+        return F.interpolate(images, size=out_size, mode="bilinear", align_corners=False)
     if thetas is None:
         raise CaGError("views_from_thetas needs the view matrices (view_thetas) unless augmentation is off.")
     b, c = images.shape[:2]

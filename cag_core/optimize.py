@@ -23,7 +23,7 @@ from .errors import CaGError, NonFiniteLossError
 from .losses import BatchNormStats, diversity_loss, target_loss, total_variation
 from .parameterization import PARAMETERIZATIONS, parameterize
 from .precast import weights_in_autocast_dtype
-from .step_graph import StepRunner
+from .step_graph import StepRunner, captures
 from .targets import Target, parse_target
 
 # (step, total, images [B,3,H,W] detached in [0,1], loss) -> True to stop early
@@ -233,8 +233,9 @@ def optimize(
     with torch.inference_mode(False), torch.enable_grad():
         # Inputs may be inference tensors (ComfyUI): the parameterization copies them.
         image_fn = parameterize(images01.detach().clone(), config.parameterization)
-        capture = config.cuda_graph and device.type == "cuda"
-        optimizer = _make_optimizer(config.optimizer, image_fn.params, config.lr, device, capturable=capture)
+        optimizer = _make_optimizer(
+            config.optimizer, image_fn.params, config.lr, device, capturable=captures(device, config.cuda_graph)
+        )
         bn_stats = BatchNormStats(list(ensemble.members)) if config.bn_weight > 0 else None
         chunk = views_per_forward(config, device, ensemble)
         forward = compiled_step_forward() if config.compile else step_forward

@@ -35,6 +35,12 @@ log = logging.getLogger(__name__)
 StepFn = Callable[..., tuple[torch.Tensor, torch.Tensor]]  # (*inputs) -> (images, loss)
 
 
+def captures(device: torch.device, static: bool) -> bool:
+    """Whether a static StepRunner on `device` captures its step (CUDA only); the optimizer must
+    then be capturable."""
+    return static and device.type == "cuda"
+
+
 class StepRunner:
     """Calls `step_fn(*inputs)` once per optimize step (it does zero_grad, forward, backward and
     the optimizer step). `static=True`: inputs go through fixed buffers; on CUDA, after `warmup`
@@ -44,7 +50,7 @@ class StepRunner:
         self.step_fn = step_fn
         self.device = device
         self.static = static
-        self.capture = static and device.type == "cuda"
+        self.capture = captures(device, static)
         self.warmup = warmup
         self.calls = 0
         self.graph: Optional[torch.cuda.CUDAGraph] = None
