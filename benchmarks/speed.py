@@ -58,6 +58,7 @@ import torch.nn.functional as F  # noqa: E402
 from torch.utils.flop_counter import FlopCounterMode, sdpa_backward_flop_count, sdpa_flop_count  # noqa: E402
 
 from benchmarks.reference_step import reference_loss, reference_optimize  # noqa: E402
+from cag_core import cpu_linear  # noqa: E402
 from cag_core.classifier import Classifier, as_ensemble  # noqa: E402
 from cag_core.mae import MAEConfig  # noqa: E402
 import cag_core.optimize as engine  # noqa: E402
@@ -151,6 +152,14 @@ GRIDS = {
 BF16_PEAK_TFLOPS = (("H200", 989.0), ("H100 PCIe", 756.0), ("H100", 989.0), ("A100", 312.0), ("L40S", 362.0))
 
 
+def device_peak_tflops(device: torch.device) -> float | None:
+    """The GPU's bf16 dense peak from its name (BF16_PEAK_TFLOPS); None for CPUs and unknown GPUs."""
+    if device.type != "cuda":
+        return None
+    gpu = torch.cuda.get_device_name(device)
+    return next((peak for key, peak in BF16_PEAK_TFLOPS if key in gpu), None)
+
+
 # ----------------------------------------------------------------------------------------------
 # Models, built once per process and reused by every measurement
 
@@ -187,8 +196,10 @@ class Setup:
         cl = bool(variant and variant.channels_last)
         if self.classifier.channels_last != cl:
             self.classifier.use_channels_last(cl)
-        # Built (and checked, a few forwards) here, outside the FLOP count of the first step.
+        # Built (and checked, a few forwards) here, outside the FLOP count of the first step; the
+        # oneDNN linear's one-time check too.
         self.classifier.folded_model()
+        cpu_linear.available()
 
 
 # ----------------------------------------------------------------------------------------------
@@ -744,9 +755,8 @@ def main(argv=None) -> int:
     if args.dry_run:
         print(f"grid {grid_name}: {plan}; {args.repeats} timed runs")
         return 0
-    if args.peak_tflops is None and device.type == "cuda":
-        gpu = torch.cuda.get_device_name(device)
-        args.peak_tflops = next((peak for key, peak in BF16_PEAK_TFLOPS if key in gpu), None)
+    if args.peak_tflops is None:
+        args.peak_tflops = device_peak_tflops(device)
     command = "python -m benchmarks.speed " + " ".join(sys.argv[1:] if argv is None else argv)
     info = machine(device)
     print(f"# {command}\n# {json.dumps(info)}\n# grid {grid_name}: {plan}; {args.repeats} timed runs"

@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from benchmarks import speed
+from benchmarks import profile_step, speed
 from benchmarks.reference_step import reference_loss, reference_optimize
 from cag_core.augment import NO_AUGMENT, AugmentConfig
 from cag_core.classifier import as_ensemble
@@ -239,6 +239,11 @@ def test_gpu_check_script_commands_parse(tmp_path):
     for command in commands:
         args = [a.replace("${OUT}", str(tmp_path)) for a in shlex.split(command) if not a.startswith("2>")]
         assert "--device" in args and speed.main(args + ["--dry-run"]) == 0, command
+    profiles = re.findall(r"-m benchmarks\.profile_step ([^\n|]*)", script)
+    assert len(profiles) == 1
+    args = profile_step.parse_args([a for a in shlex.split(profiles[0]) if not a.startswith("2>")])
+    assert args.device == "cuda" and args.workload in speed.WORKLOADS
+    assert all(speed.Variant.parse(v) for v in args.variants.split(","))
 
 
 def test_variant_names_parse():
