@@ -145,8 +145,19 @@ class Attention(nn.Module):
         # unbind: one backward op (a stack) instead of three zero-filled select_backwards and the
         # adds that sum them; the same values, fewer kernel launches on a GPU.
         q, k, v = qkv.unbind(0)
-        x = F.scaled_dot_product_attention(q, k, v)
+        x = attention(q, k, v)
         return self.proj(x.transpose(1, 2).reshape(B, N, C))
+
+
+def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+    """softmax(q k^T / sqrt(head_dim)) v. On CPUs, half-precision inputs (bf16 autocast, opt-in
+    there) are computed in fp32 and cast back: PyTorch's CPU flash-attention backward in bf16 took
+    1.5-2.3x the fp32 forward+backward at the MAE's shapes (50 or 197 tokens, head dim 64 or 32;
+    2 cores, benchmarks/README.md), so the upcast is both faster and more precise there."""
+    if q.device.type == "cpu" and q.dtype in (torch.bfloat16, torch.float16):
+        with torch.autocast("cpu", enabled=False):
+            return F.scaled_dot_product_attention(q.float(), k.float(), v.float()).to(q.dtype)
+    return F.scaled_dot_product_attention(q, k, v)
 
 
 class Mlp(nn.Module):

@@ -13,6 +13,7 @@ from cag_core.mae import (
     MAE_CONFIGS,
     MAEConfig,
     MaskedAutoencoder,
+    attention,
     detect_config,
     get_mae_config,
     list_mae_configs,
@@ -295,3 +296,20 @@ def test_bf16_autocast_runs_close_to_fp32(tiny):
         out = tiny.reconstruct(x, generator=gen(0))
     assert out.dtype == torch.float32
     assert (out - ref).abs().max() < 0.05
+
+
+def test_cpu_half_precision_attention_runs_in_fp32():
+    """On CPUs, bf16 attention (the MAE under bf16 autocast) is computed in fp32: closer to the exact
+    result than PyTorch's bf16 kernel, same dtype out, and gradients reach bf16 inputs."""
+    g = torch.Generator().manual_seed(0)
+    q, k, v = (torch.randn(2, 4, 50, 32, generator=g).bfloat16().requires_grad_(True) for _ in range(3))
+    exact = F.scaled_dot_product_attention(q.double(), k.double(), v.double())
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = attention(q, k, v)
+        native = F.scaled_dot_product_attention(q, k, v)
+    assert out.dtype == torch.bfloat16
+    assert (out.double() - exact).abs().mean() < 0.8 * (native.double() - exact).abs().mean()
+    out.float().sum().backward()
+    assert q.grad.dtype == torch.bfloat16 and q.grad.abs().sum() > 0
+    fp32 = torch.rand(1, 2, 5, 8)
+    assert torch.equal(attention(fp32, fp32, fp32), F.scaled_dot_product_attention(fp32, fp32, fp32))
