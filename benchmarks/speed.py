@@ -107,15 +107,17 @@ class Variant:
     channels_last: bool = False
     compile: bool = False
     graph: bool = False
+    fold: bool = False
 
     @classmethod
     def parse(cls, text: str) -> "Variant":
         parts = text.strip().split("+")
         precision = parts[0]
         flags = set(parts[1:])
-        if precision not in ("fp32", "bf16", "fp16") or not flags <= {"cl", "compile", "graph"}:
-            raise SystemExit(f"Bad variant '{text}': precision fp32|bf16|fp16, then optional +cl, +compile, +graph.")
-        return cls(text, precision, "cl" in flags, "compile" in flags, "graph" in flags)
+        if precision not in ("fp32", "bf16", "fp16") or not flags <= {"cl", "compile", "graph", "fold"}:
+            raise SystemExit(f"Bad variant '{text}': precision fp32|bf16|fp16, then optional +cl, +compile, +graph, "
+                             "+fold.")
+        return cls(text, precision, "cl" in flags, "compile" in flags, "graph" in flags, "fold" in flags)
 
     @property
     def autocast(self) -> str:
@@ -184,6 +186,13 @@ def models(workload: Workload, device: torch.device):
     return _MODELS[key]
 
 
+_ENGINE_FAST_PATH = engine.fast_classifier_path
+
+
+def _always_folded(device: torch.device, autocast: str) -> bool:
+    return True
+
+
 class Setup:
     """Puts the shared classifier into a variant's layout and back (compile and graph are engine
     settings: `Variant.config`)."""
@@ -196,6 +205,8 @@ class Setup:
         cl = bool(variant and variant.channels_last)
         if self.classifier.channels_last != cl:
             self.classifier.use_channels_last(cl)
+        # +fold: the BatchNorm-folded classifier (the CPU fp32 default) at any precision and device.
+        engine.fast_classifier_path = _always_folded if variant and variant.fold else _ENGINE_FAST_PATH
         # Built (and checked, a few forwards) here, outside the FLOP count of the first step; the
         # oneDNN linear's one-time check too.
         self.classifier.folded_model()

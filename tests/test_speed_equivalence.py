@@ -252,3 +252,30 @@ def test_variant_names_parse():
     with pytest.raises(SystemExit):
         speed.Variant.parse("int8")
     assert replace(speed.Variant.parse("fp16"), name="x").precision == "fp16"
+
+
+def test_fold_variant_runs_the_folded_classifier_at_any_precision(tiny_workloads, tmp_path):
+    """+fold: the BatchNorm-folded copy (the CPU fp32 default) under bf16 too, for measuring
+    whether it pays off elsewhere; every other implementation, the reference included, runs the
+    engine's own choice."""
+    fold = speed.Variant.parse("bf16+cl+fold")
+    assert fold.fold and fold.channels_last and not speed.Variant.parse("bf16+cl").fold
+    classifier, mae = speed.models(speed.WORKLOADS["u"], torch.device("cpu"))
+    setup = speed.Setup(classifier, mae)
+    cpu = torch.device("cpu")
+    try:
+        setup.apply(fold)
+        assert speed.engine.fast_classifier_path(cpu, "bf16")
+        setup.apply(speed.Variant.parse("bf16"))
+        assert not speed.engine.fast_classifier_path(cpu, "bf16") and speed.engine.fast_classifier_path(cpu, "off")
+        setup.apply(fold)
+        setup.apply(None)
+        assert not speed.engine.fast_classifier_path(cpu, "bf16")
+    finally:
+        setup.apply(None)
+    out = tmp_path / "speed.json"
+    assert speed.main(["--workloads", "u", "--batches", "2", "--sizes", "16", "--variants", "bf16,bf16+fold",
+                       "--repeats", "1", "--no-adam", "--leak-runs", "0", "--json", str(out)]) in (0, 1)
+    rows = {r["variant"]: r for r in json.loads(out.read_text())["rows"]}
+    assert rows["bf16+fold"]["grad_rel"] != rows["bf16"]["grad_rel"]  # a different classifier path ran
+    assert speed.engine.fast_classifier_path is speed._ENGINE_FAST_PATH
