@@ -9,7 +9,7 @@ out) and reports, per step:
 - wall ms (between the engine's per-step loss reads) and device-busy ms (CUDA: the sum of kernel,
   memcpy and memset durations; CPU: the sum of the operators' own times), whose ratio says whether
   the device waits for the host (launch-bound) or computes;
-- that time by kind of work (matmul, convolution, attention, FFT, view sampling, normalization,
+- that time by kind of work (matmul, convolution, attention, FFT, resampling (views, resizes), normalization,
   element-wise, optimizer, copies, ...) and, where the step's FLOPs are counted
   (torch.utils.flop_counter on one step), the TFLOP/s each kind achieves while it runs;
 - the kernels (CUDA) or operators (CPU) that take the most time.
@@ -48,7 +48,7 @@ KINDS: tuple[tuple[str, str], ...] = (
     ("convolution", r"conv|fprop|dgrad|wgrad|implicit_gemm|cudnn|winograd|depthwise"),
     ("matmul", r"gemm|cutlass|nvjet|cublas|\bmm\b|aten::mm|addmm|bmm|matmul|linear|_linear_pointwise"),
     ("fft", r"fft"),
-    ("view sampling", r"grid_sampler|affine_grid|grid_sample"),
+    ("resampling", r"grid_sampler|affine_grid|grid_sample|upsample|bicubic|bilinear"),
     ("normalization", r"norm"),
     ("softmax", r"softmax"),
     ("copies", r"memcpy|memset|copy|cat_|catarray|\bcat\b|aten::cat|index|gather|scatter|clone|contiguous|"

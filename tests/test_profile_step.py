@@ -33,7 +33,7 @@ def tiny(monkeypatch):
     ("void pytorch_flash::flash_fwd_kernel<Flash_fwd_kernel_traits<64, 128, 128, 4>>", "attention"),
     ("fmha_cutlassB_bf16_aligned_64x64_k64_sm80", "attention"),
     ("void regular_fft_factor<256u, float2>", "fft"),
-    ("void at::native::grid_sampler_2d_backward_kernel<float, long>", "view sampling"),
+    ("void at::native::grid_sampler_2d_backward_kernel<float, long>", "resampling"),
     ("void at::native::(anonymous namespace)::multi_tensor_apply_kernel<FusedAdamMathFunctor>", "optimizer"),
     ("triton_red_fused_native_layer_norm_0", "compiled (triton)"),
     ("void at::native::(anonymous namespace)::vectorized_layer_norm_kernel<c10::BFloat16, float>", "normalization"),
