@@ -114,13 +114,15 @@ class Breakdown:
 
 
 def breakdown_from_events(events, device: torch.device, steps: int, wall_s: float) -> Breakdown:
-    """CUDA: every device-side event (kernels, memcpy, memset) by its duration. CPU: every operator
-    and recorded range by its own time (not the time of what it called), so nothing is counted
-    twice; the profiler's per-step range is left out (its own time is the Python between ops)."""
+    """CUDA: every device-side event (kernels, memcpy, memset) by its duration, leaving out the
+    ranges the profiler mirrors onto the GPU timeline for annotated host ranges (its step marks,
+    "Optimizer.step"), which span kernels counted already. CPU: every operator and recorded range
+    by its own time (not the time of what it called), so nothing is counted twice; the profiler's
+    per-step range is left out (its own time is the Python between ops)."""
     out = Breakdown(steps, wall_s)
     for event in events:
         if device.type == "cuda":
-            if event.device_type == DeviceType.CUDA:
+            if event.device_type == DeviceType.CUDA and not getattr(event, "is_user_annotation", False):
                 out.add(event.name, event.time_range.elapsed_us())
         elif event.device_type == DeviceType.CPU and not event.name.startswith("ProfilerStep"):
             out.add(event.name, event.self_cpu_time_total)

@@ -107,3 +107,28 @@ def test_a_failing_variant_is_reported_and_the_rest_still_run(tiny, tmp_path, mo
                               "--variants", "fp32+graph,fp32", "--steps", "2", "--json", str(out)])
     results = json.loads(out.read_text())["results"]
     assert code == 1 and "profiler unavailable" in results[0]["error"] and results[1]["busy_ms_per_step"] > 0
+
+
+def test_cuda_breakdown_counts_device_work_once():
+    """Kernels and copies count by duration; the GPU-side mirrors of annotated host ranges (which
+    span those kernels) and host events do not."""
+    from types import SimpleNamespace
+
+    from torch.autograd import DeviceType
+    from torch.autograd.profiler_util import Interval
+
+    def event(name, device_type, start, end, annotation=False):
+        return SimpleNamespace(name=name, device_type=device_type, time_range=Interval(start, end),
+                               is_user_annotation=annotation, self_cpu_time_total=end - start)
+
+    events = [
+        event("sm90_xmma_gemm_bf16bf16", DeviceType.CUDA, 0, 300),
+        event("void at::native::vectorized_elementwise_kernel<4>", DeviceType.CUDA, 300, 400),
+        event("Memcpy HtoD (Pinned -> Device)", DeviceType.CUDA, 400, 410),
+        event("ProfilerStep#5", DeviceType.CUDA, 0, 1000, annotation=True),
+        event("cudaGraphLaunch", DeviceType.CPU, 0, 20),
+    ]
+    b = profile_step.breakdown_from_events(events, torch.device("cuda"), steps=2, wall_s=0.001)
+    assert b.busy_ms_per_step == pytest.approx(0.41 / 2)
+    assert b.by_kind() == pytest.approx({"matmul": 0.15, "element-wise": 0.05, "copies": 0.005})
+    assert b.wall_ms_per_step == pytest.approx(0.5)
