@@ -151,9 +151,10 @@ class Attention(nn.Module):
 
 def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
     """softmax(q k^T / sqrt(head_dim)) v. On CPUs, half-precision inputs (bf16 autocast, opt-in
-    there) are computed in fp32 and cast back: PyTorch's CPU flash-attention backward in bf16 took
-    1.5-2.3x the fp32 forward+backward at the MAE's shapes (50 or 197 tokens, head dim 64 or 32;
-    2 cores, benchmarks/README.md), so the upcast is both faster and more precise there."""
+    there) are computed in fp32 and cast back: PyTorch's CPU flash attention took 1.5-2.3x as long
+    in bf16 as in fp32, forward+backward, at the MAE's shapes (50 or 197 tokens, head dim 64 or
+    32; 2 cores, benchmarks/README.md), mostly in its bf16 backward; the upcast is both faster and
+    more precise there."""
     if q.device.type == "cpu" and q.dtype in (torch.bfloat16, torch.float16):
         with torch.autocast("cpu", enabled=False):
             return F.scaled_dot_product_attention(q.float(), k.float(), v.float()).to(q.dtype)
