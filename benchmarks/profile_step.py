@@ -134,14 +134,16 @@ def step_flops_by_kind(workload: speed.Workload, batch: int, size: int, variant:
     """FLOPs of one step (forward + backward) by kind, counted on the eager step."""
     classifier, mae = speed.models(workload, device)
     setup = speed.Setup(classifier, mae)
-    setup.apply(variant)  # builds and checks the folded classifier (CPU) before the count
     target = parse_target(speed.TARGET, classifier.class_names, batch).to(device)
     images = init_noise(batch, size, size, "gray", generator=torch.Generator().manual_seed(speed.SEED), device=device)
     config = replace(variant.config(OptimizeConfig(autocast="off")), compile=False, cuda_graph=False)
     counter = speed.flop_counter()
-    with counter:
-        speed.engine_loss_and_grad(images, classifier, mae, target, config, speed.SEED)
-    setup.apply(None)
+    try:
+        setup.apply(variant)  # builds and checks the folded classifier (CPU) before the count
+        with counter:
+            speed.engine_loss_and_grad(images, classifier, mae, target, config, speed.SEED)
+    finally:
+        setup.apply(None)
     out: dict[str, float] = {}
     for op, flops in counter.get_flop_counts().get("Global", {}).items():
         kind = flop_kind(str(op))
@@ -151,17 +153,18 @@ def step_flops_by_kind(workload: speed.Workload, batch: int, size: int, variant:
 
 def profile_variant(workload: speed.Workload, batch: int, size: int, variant: speed.Variant, device: torch.device,
                     steps: int = 5, skip: int | None = None) -> Breakdown:
-    """Profiles `steps` steady-state steps of one optimize run (after `skip` steps: by default
-    the graph's warm-up and capture, and at least 2)."""
-    skip = skip if skip is not None else max(2, GRAPH_WARMUP_STEPS + 2 if variant.graph else 2)
+    """Profiles `steps` steady-state steps of one optimize run, after `skip` steps (by default 2,
+    and for a graph its warm-up and capture too)."""
+    if skip is None:
+        skip = GRAPH_WARMUP_STEPS + 2 if variant.graph else 2
+    if skip < 1 or steps < 1:
+        raise ValueError(f"skip and steps must be at least 1, got {skip} and {steps}")
     classifier, mae = speed.models(workload, device)
-    speed.Setup(classifier, mae).apply(variant)
+    setup = speed.Setup(classifier, mae)
     target = parse_target(speed.TARGET, classifier.class_names, batch).to(device)
     images = init_noise(batch, size, size, "gray", generator=torch.Generator().manual_seed(speed.SEED), device=device)
     # One step more than the window: on GPUs the engine reads a step's loss after queueing the next.
     config = variant.config(OptimizeConfig(steps=skip + steps + 1, autocast="off"))
-    if skip < 1 or steps < 1:
-        raise ValueError(f"skip and steps must be at least 1, got {skip} and {steps}")
     # On CUDA only the device side is recorded: recording every operator on the host too would
     # slow down the eager step's launches, which are what an eager GPU step waits for.
     activities = [ProfilerActivity.CUDA] if device.type == "cuda" else [ProfilerActivity.CPU]
@@ -170,14 +173,17 @@ def profile_variant(workload: speed.Workload, batch: int, size: int, variant: sp
 
     # Step n of the profiler ends at the n-th loss read; recorded: reads skip .. skip + steps.
     plan = schedule(wait=skip - 1, warmup=1, active=steps, repeat=1)
-    with profile(activities=activities, schedule=plan, on_trace_ready=lambda p: window.append(p.events())) as prof:
-        def on_step(*_):  # called at the engine's loss read, which waits for that step's work
-            stamps.append(time.perf_counter())
-            prof.step()
+    try:
+        setup.apply(variant)
+        with profile(activities=activities, schedule=plan, on_trace_ready=lambda p: window.append(p.events())) as prof:
+            def on_step(*_):  # called at the engine's loss read, which waits for that step's work
+                stamps.append(time.perf_counter())
+                prof.step()
 
-        optimize(images, classifier, target, config=config, mae=mae,
-                 generator=torch.Generator().manual_seed(speed.SEED), callback=on_step)
-    speed.Setup(classifier, mae).apply(None)
+            optimize(images, classifier, target, config=config, mae=mae,
+                     generator=torch.Generator().manual_seed(speed.SEED), callback=on_step)
+    finally:
+        setup.apply(None)
     if not window or len(stamps) < skip + steps:
         raise RuntimeError(f"profiled window incomplete: {len(stamps)} steps read, {skip + steps} needed")
     return breakdown_from_events(window[0], device, steps, stamps[skip - 1 + steps] - stamps[skip - 1])
