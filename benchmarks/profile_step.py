@@ -84,6 +84,7 @@ class Breakdown:
 
     steps: int
     wall_s: float  # wall time of the window
+    replayed: bool = False  # whether the step ran as a replayed CUDA graph (a failed capture falls back)
     times_us: dict[str, float] = field(default_factory=dict)  # name -> total µs in the window
     calls: dict[str, int] = field(default_factory=dict)
 
@@ -173,9 +174,11 @@ def profile_variant(workload: speed.Workload, batch: int, size: int, variant: sp
 
     # Step n of the profiler ends at the n-th loss read; recorded: reads skip .. skip + steps.
     plan = schedule(wait=skip - 1, warmup=1, active=steps, repeat=1)
+    replayed: list[bool] = []
     try:
         setup.apply(variant)
-        with profile(activities=activities, schedule=plan, on_trace_ready=lambda p: window.append(p.events())) as prof:
+        with (profile(activities=activities, schedule=plan, on_trace_ready=lambda p: window.append(p.events())) as prof,
+              speed.noting_replays(replayed)):
             def on_step(*_):  # called at the engine's loss read, which waits for that step's work
                 stamps.append(time.perf_counter())
                 prof.step()
@@ -186,7 +189,9 @@ def profile_variant(workload: speed.Workload, batch: int, size: int, variant: sp
         setup.apply(None)
     if not window or len(stamps) < skip + steps:
         raise RuntimeError(f"profiled window incomplete: {len(stamps)} steps read, {skip + steps} needed")
-    return breakdown_from_events(window[0], device, steps, stamps[skip - 1 + steps] - stamps[skip - 1])
+    out = breakdown_from_events(window[0], device, steps, stamps[skip - 1 + steps] - stamps[skip - 1])
+    out.replayed = replayed[0]
+    return out
 
 
 def report(result: dict, top_n: int = 15) -> str:
@@ -199,6 +204,9 @@ def report(result: dict, top_n: int = 15) -> str:
         rates += f" ({100 * gflop / wall / peak:.1f} % / {100 * gflop / busy / peak:.1f} % of the {peak:.0f} TFLOP/s peak)"
     lines = [f"## {result['workload']} batch {result['batch']} stage {result['size']} {result['variant']} "
              f"({result['device']})", ""]
+    if "graph" in result["variant"].split("+") and not result["replayed_graph"]:
+        lines.append("The step was not replayed as a CUDA graph (nothing to capture on a CPU; on a GPU the capture "
+                     "failed and the engine ran it eagerly: see the log).")
     if not result["events_per_step"]:
         lines.append("No device events were recorded in the window (this profiler may not trace these launches, "
                      "e.g. graph replays).")
@@ -250,7 +258,8 @@ def main(argv=None) -> int:
             print(f"{variant.name}: {results[-1]['error']}", flush=True)
             continue
         results.append(head | {
-            "steps": b.steps, "wall_ms_per_step": b.wall_ms_per_step, "busy_ms_per_step": b.busy_ms_per_step,
+            "steps": b.steps, "replayed_graph": b.replayed,
+            "wall_ms_per_step": b.wall_ms_per_step, "busy_ms_per_step": b.busy_ms_per_step,
             "events_per_step": sum(b.calls.values()) / b.steps, "by_kind_ms": b.by_kind(), "flops_by_kind": flops,
             "step_gflop": sum(flops.values()) / 1e9, "peak_tflops": speed.device_peak_tflops(device),
             "top": b.top(max(args.top, 40)),

@@ -78,6 +78,7 @@ def test_window_holds_whole_steps(tiny, variant):
     assert all(calls == int(calls) for calls in per_step.values())
     assert per_step["aten::convolution_backward"] > 0 and per_step["aten::_fft_c2r"] >= 1
     for b in (two, three):
+        assert not b.replayed
         assert 0 < b.busy_ms_per_step <= b.wall_ms_per_step
         assert abs(sum(b.by_kind().values()) - b.busy_ms_per_step) < 1e-6
 
@@ -92,6 +93,8 @@ def test_command_writes_table_and_json(tiny, tmp_path, capsys):
     assert [r["variant"] for r in results] == ["fp32", "bf16+graph"]
     for r in results:
         assert r["step_gflop"] > 0 and r["busy_ms_per_step"] > 0 and len(r["top"]) >= 5
+        assert r["replayed_graph"] is False  # nothing is captured on a CPU, and the report says so
+    assert printed.count("was not replayed as a CUDA graph") == 1
     assert "| convolution |" in printed and "## tiny-mae+tiny-net batch 2 stage 16 bf16+graph (cpu)" in printed
 
 
@@ -132,3 +135,11 @@ def test_cuda_breakdown_counts_device_work_once():
     assert b.busy_ms_per_step == pytest.approx(0.41 / 2)
     assert b.by_kind() == pytest.approx({"matmul": 0.15, "element-wise": 0.05, "copies": 0.005})
     assert b.wall_ms_per_step == pytest.approx(0.5)
+
+
+def test_a_replayed_graph_is_reported_as_such(tiny):
+    """With capture and replay emulated on the CPU (benchmarks/graph_emulator.py), the profiled
+    graph variant says it replayed, and its window still holds whole steps."""
+    with speed.emulated_capture():
+        b = profile_step.profile_variant(tiny, 2, 16, speed.Variant.parse("fp32+graph"), torch.device("cpu"), steps=2)
+    assert b.replayed and 0 < b.busy_ms_per_step <= b.wall_ms_per_step
