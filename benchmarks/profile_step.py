@@ -36,8 +36,6 @@ from torch.profiler import ProfilerActivity, profile, schedule
 
 from benchmarks import speed
 from cag_core.optimize import GRAPH_WARMUP_STEPS, OptimizeConfig, optimize
-from cag_core.progressive import init_noise
-from cag_core.targets import parse_target
 
 # Kinds of work, first match wins; patterns cover kernel names (CUDA) and operator names (CPU).
 KINDS: tuple[tuple[str, str], ...] = (
@@ -135,8 +133,7 @@ def step_flops_by_kind(workload: speed.Workload, batch: int, size: int, variant:
     """FLOPs of one step (forward + backward) by kind, counted on the eager step."""
     classifier, mae = speed.models(workload, device)
     setup = speed.Setup(classifier, mae)
-    target = parse_target(speed.TARGET, classifier.class_names, batch).to(device)
-    images = init_noise(batch, size, size, "gray", generator=torch.Generator().manual_seed(speed.SEED), device=device)
+    target, images = speed.step_inputs(classifier, batch, size, device)
     config = replace(variant.config(OptimizeConfig(autocast="off")), compile=False, cuda_graph=False)
     counter = speed.flop_counter()
     try:
@@ -162,8 +159,7 @@ def profile_variant(workload: speed.Workload, batch: int, size: int, variant: sp
         raise ValueError(f"skip and steps must be at least 1, got {skip} and {steps}")
     classifier, mae = speed.models(workload, device)
     setup = speed.Setup(classifier, mae)
-    target = parse_target(speed.TARGET, classifier.class_names, batch).to(device)
-    images = init_noise(batch, size, size, "gray", generator=torch.Generator().manual_seed(speed.SEED), device=device)
+    target, images = speed.step_inputs(classifier, batch, size, device)
     # One step more than the window: on GPUs the engine reads a step's loss after queueing the next.
     config = variant.config(OptimizeConfig(steps=skip + steps + 1, autocast="off"))
     # On CUDA only the device side is recorded: recording every operator on the host too would

@@ -193,6 +193,13 @@ def _always_folded(device: torch.device, autocast: str) -> bool:
     return True
 
 
+def step_inputs(classifier: Classifier, batch: int, size: int, device: torch.device):
+    """(target, start images) of every measured run: TARGET for each image, gray noise of SEED."""
+    target = parse_target(TARGET, classifier.class_names, batch).to(device)
+    images = init_noise(batch, size, size, "gray", generator=torch.Generator().manual_seed(SEED), device=device)
+    return target, images
+
+
 class Setup:
     """Puts the shared classifier into a variant's layout and back (compile and graph are engine
     settings: `Variant.config`)."""
@@ -483,8 +490,7 @@ def measure(workload: Workload, batch: int, size: int, variants: list[Variant], 
     """All variants and the reference on one (workload, batch, size); runs interleaved."""
     classifier, mae = models(workload, device)
     setup = Setup(classifier, mae)
-    target = parse_target(TARGET, classifier.class_names, batch).to(device)
-    images = init_noise(batch, size, size, "gray", generator=torch.Generator().manual_seed(SEED), device=device)
+    target, images = step_inputs(classifier, batch, size, device)
     # The reference is fp32; "auto" would mean bf16 autocast on CUDA for its numerical check.
     base = OptimizeConfig(steps=args.steps, autocast="off")
     ref_config = replace(base, steps=args.reference_steps or args.steps)
@@ -597,8 +603,7 @@ def leak_check(workload: Workload, runs: int, device: torch.device, config: Opti
     """`runs` consecutive optimize runs (default: 1 step each) with cached models: memory before
     vs after."""
     classifier, mae = models(workload, device)
-    target = parse_target(TARGET, classifier.class_names, 1).to(device)
-    images = init_noise(1, 64, 64, "gray", generator=torch.Generator().manual_seed(SEED), device=device)
+    target, images = step_inputs(classifier, 1, 64, device)
     config = config or OptimizeConfig(steps=1)
 
     def one(i):

@@ -90,6 +90,7 @@ def views_from_thetas(
     # 8-bit mantissa puts sampling positions up to ~1 px (at 256 px) off where the view matrix says.
     with torch.autocast(images.device.type, enabled=False):
         grid = F.affine_grid(theta, [b * cfg.crops, c, *out_size], align_corners=False)
-        source = images.float().repeat_interleave(cfg.crops, dim=0) if cfg.crops > 1 else images.float()
+        source = images.float()
+        source = source.repeat_interleave(cfg.crops, dim=0) if cfg.crops > 1 else source
         views = F.grid_sample(source, grid, mode="bilinear", padding_mode="reflection", align_corners=False)
     return views.to(images.dtype)

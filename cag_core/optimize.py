@@ -323,7 +323,7 @@ def step_forward(
     # for nothing (tiny ops), and one step's gradient moved further from fp32's.
     images = image_fn()
     with step_precision(images.device, config.autocast, onednn_linear=not config.compile):
-        loss = _step_loss(images, ensemble, target, mae, config, None, view_size, views, bn_stats, chunk, randoms)
+        loss = _step_loss(images, ensemble, target, mae, config, view_size, views, bn_stats, chunk, randoms)
     return images, loss
 
 
@@ -346,17 +346,14 @@ def _step_loss(
     target: Target,
     mae: Reconstructor | None,
     config: OptimizeConfig,
-    generator: torch.Generator | None,
     view_size: tuple[int, int],
     views: int,
     bn_stats: BatchNormStats | None,
-    chunk: int | None = None,
-    randoms: StepRandoms | None = None,
+    chunk: int | None,
+    randoms: StepRandoms,
 ) -> torch.Tensor:
-    """The step's loss; its random numbers are `randoms`, or drawn from `generator` when None."""
+    """The step's loss, with its random numbers drawn beforehand (`draw_step_randoms`)."""
     batch = images.shape[0]
-    if randoms is None:
-        randoms = draw_step_randoms(batch, mae, config, generator)
     source = images
     if mae is not None:
         source = mae.reconstruct(images, config.mask_ratio, None, config.paste_visible, noise=randoms.noise)

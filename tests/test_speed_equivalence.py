@@ -25,7 +25,7 @@ from benchmarks.reference_step import reference_loss, reference_optimize
 from cag_core.augment import NO_AUGMENT, AugmentConfig
 from cag_core.classifier import as_ensemble
 from cag_core.mae import MAEConfig, mae_from_config
-from cag_core.optimize import OptimizeConfig, _step_loss, optimize, views_per_forward
+from cag_core.optimize import OptimizeConfig, _step_loss, draw_step_randoms, optimize, views_per_forward
 from cag_core.parameterization import parameterize
 from cag_core.targets import parse_target
 from tiny import tiny_classifier
@@ -37,8 +37,9 @@ TINY_MAE = MAEConfig(img_size=32, patch_size=8, embed_dim=32, depth=2, num_heads
 
 def _engine(images, classifier, target, config, mae, seed, chunk=None):
     image_fn = parameterize(images.clone(), config.parameterization)
-    loss = _step_loss(image_fn(), as_ensemble(classifier), target, mae, config, torch.Generator().manual_seed(seed),
-                      classifier.input_size, config.augment.crops, None, chunk)
+    randoms = draw_step_randoms(images.shape[0], mae, config, torch.Generator().manual_seed(seed))
+    loss = _step_loss(image_fn(), as_ensemble(classifier), target, mae, config, classifier.input_size,
+                      config.augment.crops, None, chunk, randoms)
     loss.backward()
     return loss.detach(), image_fn.params[0].grad
 
