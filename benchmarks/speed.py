@@ -45,6 +45,7 @@ import sys
 import time
 from dataclasses import dataclass, replace
 from pathlib import Path
+from unittest import mock
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # random-init timm models; never touch the network
 if "torch" not in sys.modules:
@@ -407,30 +408,18 @@ def time_engine(images, classifier, mae, target, config, device, seed) -> tuple[
     return whole, steady
 
 
-@contextlib.contextmanager
 def capture_never():
     """The graph variant's engine exactly, minus the capture: static buffers, capturable Adam and
     the side-stream warm-up, every step eager (its warm-up never ends)."""
-    saved = engine.GRAPH_WARMUP_STEPS
-    engine.GRAPH_WARMUP_STEPS = 1 << 30
-    try:
-        yield
-    finally:
-        engine.GRAPH_WARMUP_STEPS = saved
+    return mock.patch.object(engine, "GRAPH_WARMUP_STEPS", 1 << 30)
 
 
-@contextlib.contextmanager
 def emulated_capture():
     """On a CPU, where nothing is captured: capture and replay emulated at the ATen level
     (benchmarks/graph_emulator.py), so the check still tests what a graph would replay."""
     from benchmarks.graph_emulator import EmulatedGraphRunner
 
-    saved = engine.StepRunner
-    engine.StepRunner = EmulatedGraphRunner
-    try:
-        yield
-    finally:
-        engine.StepRunner = saved
+    return mock.patch.object(engine, "StepRunner", EmulatedGraphRunner)
 
 
 def graph_check(images, classifier, mae, target, config, steps: int = 8) -> dict:
