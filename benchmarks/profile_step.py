@@ -36,6 +36,7 @@ from torch.profiler import ProfilerActivity, profile, schedule
 
 from benchmarks import speed
 from cag_core.optimize import GRAPH_WARMUP_STEPS, OptimizeConfig, optimize
+from cag_core.streams import ImageStreams
 
 # Kinds of work, first match wins; patterns cover kernel names (CUDA) and operator names (CPU).
 KINDS: tuple[tuple[str, str], ...] = (
@@ -180,7 +181,7 @@ def profile_variant(workload: speed.Workload, batch: int, size: int, variant: sp
                 prof.step()
 
             optimize(images, classifier, target, config=config, mae=mae,
-                     generator=torch.Generator().manual_seed(speed.SEED), callback=on_step)
+                     streams=ImageStreams.for_batch(speed.SEED, images.shape[0]), callback=on_step)
     finally:
         setup.apply(None)
     if not window or len(stamps) < skip + steps:

@@ -51,6 +51,7 @@ from cag_core.classifier import Classifier, Ensemble, combine  # noqa: E402
 from cag_core.mae import load_mae  # noqa: E402
 from cag_core.optimize import OptimizeConfig, optimize  # noqa: E402
 from cag_core.progressive import ProgressiveConfig, init_noise, upsample  # noqa: E402
+from cag_core.streams import NOISE, ImageStreams, stage_purpose  # noqa: E402
 from cag_core.targets import parse_target  # noqa: E402
 from cag_core.timm_classifier import embedded_classifier  # noqa: E402
 
@@ -210,15 +211,16 @@ def generate_variant(
     classifier input sizes (`variant.view_sizes`)."""
     config = variant.config
     target = parse_target(";".join(str(c) for c in classes), ensemble.class_names, len(classes))
-    generator = torch.Generator().manual_seed(int(seed))
-    images = init_noise(len(classes), config.sizes[0], config.sizes[0], config.noise, generator=generator)
+    keys = [(int(seed), int(c)) for c in classes]  # an image depends on its (seed, class) only
+    images = init_noise(ImageStreams.derived(keys, (NOISE,)), config.sizes[0], config.sizes[0], config.noise)
     views = variant.view_sizes or (config.stage.view_size,) * len(config.sizes)
     for size, stage, view in zip(config.sizes, config.stage_configs(), views):
         images = upsample(images, size, size, config.upsample_method)
         stage_mae = mae if mae is not None and size <= mae.config.img_size else None
         with classifier_input(ensemble, view):
             images = optimize(
-                images, ensemble, target, config=replace(stage, view_size=view), mae=stage_mae, generator=generator
+                images, ensemble, target, config=replace(stage, view_size=view), mae=stage_mae,
+                streams=ImageStreams.derived(keys, stage_purpose(size, size)),
             ).images
     return images
 

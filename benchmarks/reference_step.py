@@ -27,6 +27,7 @@ from cag_core.classifier import Classifier
 from cag_core.mae import IMAGENET_MEAN, IMAGENET_STD, MaskedAutoencoder
 from cag_core.optimize import OptimizeConfig
 from cag_core.parameterization import _COLOR_SQRT, _FOURIER_MAGIC, parameterize
+from cag_core.streams import ImageStreams
 from cag_core.targets import Target
 
 
@@ -108,10 +109,13 @@ def mae_reconstruct_one(mae: MaskedAutoencoder, image01: torch.Tensor, noise: to
 # -- random views, one at a time -----------------------------------------------------------------
 
 
-def view_matrices(batch: int, cfg: AugmentConfig, generator: torch.Generator) -> torch.Tensor:
-    """[batch * crops, 2, 3] affine matrices, drawn as the engine draws them (augment.py)."""
-    n = batch * cfg.crops
-    u = torch.rand(n, 6, generator=generator)
+def view_matrices(cfg: AugmentConfig, streams: ImageStreams) -> torch.Tensor:
+    """[batch * crops, 2, 3] affine matrices, drawn as the engine draws them (augment.py): each
+    image's crop numbers, then its flips, from its own stream."""
+    draws = [(torch.rand(cfg.crops, 6, generator=g), torch.rand(cfg.crops, generator=g) if cfg.flip else None)
+             for g in streams.generators]
+    n = len(streams) * cfg.crops
+    u = torch.cat([crop for crop, _ in draws])
     area = cfg.crop_scale[0] + (cfg.crop_scale[1] - cfg.crop_scale[0]) * u[:, 0]
     log_lo, log_hi = math.log(cfg.crop_ratio[0]), math.log(cfg.crop_ratio[1])
     ratio = torch.exp(log_lo + (log_hi - log_lo) * u[:, 1])
@@ -119,7 +123,7 @@ def view_matrices(batch: int, cfg: AugmentConfig, generator: torch.Generator) ->
     sy = torch.sqrt(area / ratio).clamp(max=1.0)
     tx = (1 - sx) * (2 * u[:, 2] - 1) + 2 * cfg.jitter * (2 * u[:, 4] - 1)
     ty = (1 - sy) * (2 * u[:, 3] - 1) + 2 * cfg.jitter * (2 * u[:, 5] - 1)
-    flip = torch.where(torch.rand(n, generator=generator) < 0.5, -1.0, 1.0) if cfg.flip else torch.ones(n)
+    flip = torch.where(torch.cat([f for _, f in draws]) < 0.5, -1.0, 1.0) if cfg.flip else torch.ones(n)
     zero = torch.zeros(n)
     return torch.stack([torch.stack([sx * flip, zero, tx], 1), torch.stack([zero, sy, ty], 1)], 1)
 
@@ -156,15 +160,16 @@ def reference_loss(
     target: Target,
     config: OptimizeConfig,
     mae: MaskedAutoencoder | None,
-    generator: torch.Generator,
+    streams: ImageStreams,
 ) -> torch.Tensor:
-    """The step's loss, image by image; `params` are the engine's (Fourier spectrum or pixels)."""
+    """The step's loss, the sum of the images' losses, image by image; `params` are the engine's
+    (Fourier spectrum or pixels)."""
     batch = params.shape[0]
     cfg = config.augment
     noise = None
-    if mae is not None and config.mask_ratio > 0:
-        noise = torch.rand(batch, mae.config.num_patches, generator=generator)
-    thetas = None if cfg == NO_AUGMENT else view_matrices(batch, cfg, generator).to(params.device)
+    if mae is not None and config.mask_ratio > 0:  # each image's mask first, from its stream
+        noise = torch.stack([torch.rand(mae.config.num_patches, generator=g) for g in streams.generators])
+    thetas = None if cfg == NO_AUGMENT else view_matrices(cfg, streams).to(params.device)
     view_size = (config.view_size,) * 2 if config.view_size else classifier.input_size
     total = params.new_zeros(())
     for i in range(batch):
@@ -181,7 +186,7 @@ def reference_loss(
         if target.negative[i].abs().sum() > 0:
             loss = loss + (target.negative[i] * log_probs.exp()).sum(-1)
         total = total + loss.mean()
-    return total / batch
+    return total
 
 
 def reference_optimize(
@@ -191,9 +196,10 @@ def reference_optimize(
     *,
     config: OptimizeConfig,
     mae: MaskedAutoencoder | None,
-    generator: torch.Generator,
+    streams: ImageStreams,
 ) -> tuple[torch.Tensor, list[float]]:
-    """`config.steps` plain Adam steps (for-loop Adam, no fusion); returns (parameters, losses)."""
+    """`config.steps` plain Adam steps (for-loop Adam, no fusion); returns (parameters, losses:
+    the mean over the images per step, as the engine reports them)."""
     check_supported(config, classifier)
     size = tuple(images01.shape[-2:])
     with torch.inference_mode(False), torch.enable_grad():
@@ -203,11 +209,11 @@ def reference_optimize(
         losses = []
         for step in range(config.steps):
             optimizer.zero_grad(set_to_none=True)
-            loss = reference_loss(params, size, classifier, target, config, mae, generator)
+            loss = reference_loss(params, size, classifier, target, config, mae, streams)
             loss.backward()
             optimizer.step()
             if config.parameterization == "pixels":
                 with torch.no_grad():
                     params.clamp_(0, 1)
-            losses.append(float(loss.detach()))
+            losses.append(float(loss.detach()) / params.shape[0])
     return params.detach(), losses

@@ -76,7 +76,8 @@ from cag_core.optimize import (  # noqa: E402
 )
 from cag_core.parameterization import parameterize  # noqa: E402
 from cag_core.precast import weights_in_autocast_dtype  # noqa: E402
-from cag_core.progressive import init_noise  # noqa: E402
+from cag_core.progressive import init_noise, noise_streams  # noqa: E402
+from cag_core.streams import ImageStreams  # noqa: E402
 from cag_core.targets import parse_target  # noqa: E402
 
 TARGET = "goldfish"
@@ -197,7 +198,7 @@ def _always_folded(device: torch.device, autocast: str) -> bool:
 def step_inputs(classifier: Classifier, batch: int, size: int, device: torch.device):
     """(target, start images) of every measured run: TARGET for each image, gray noise of SEED."""
     target = parse_target(TARGET, classifier.class_names, batch).to(device)
-    images = init_noise(batch, size, size, "gray", generator=torch.Generator().manual_seed(SEED), device=device)
+    images = init_noise(noise_streams(SEED, batch), size, size, "gray", device=device)
     return target, images
 
 
@@ -321,12 +322,13 @@ def engine_loss_and_grad(images, classifier, mae, target, config, seed):
     with torch.inference_mode(False), torch.enable_grad():
         image_fn = parameterize(images.detach().clone(), config.parameterization)
         ensemble = as_ensemble(classifier)
-        randoms = draw_step_randoms(images.shape[0], mae, config, torch.Generator().manual_seed(seed))
+        randoms = draw_step_randoms(mae, config, ImageStreams.for_batch(seed, images.shape[0]))
         randoms = engine.StepRandoms(*(None if r is None else r.to(device) for r in (randoms.noise, randoms.thetas)))
         forward = compiled_step_forward() if config.compile else step_forward
         with weights_in_autocast_dtype(frozen_models(ensemble, mae), autocast_dtype(device, config.autocast)):
             _, loss = forward(image_fn, ensemble, target, mae, config, classifier.input_size, config.augment.crops,
                               None, views_per_forward(config, device, ensemble), randoms)
+        loss = loss.sum()  # the objective the engine minimizes: the sum of the images' losses
         loss.backward()
     return float(loss.detach()), image_fn.params[0].grad.detach().float()
 
@@ -338,7 +340,7 @@ def reference_loss_and_grad(images, classifier, mae, target, config, seed):
         params.requires_grad_(True)
         with _autocast(images.device, config.autocast):
             loss = reference_loss(params, tuple(images.shape[-2:]), classifier, target, config, mae,
-                                  torch.Generator().manual_seed(seed))
+                                  ImageStreams.for_batch(seed, images.shape[0]))
         loss.backward()
     return float(loss.detach()), params.grad.detach().float()
 
@@ -399,7 +401,8 @@ def time_engine(images, classifier, mae, target, config, device, seed) -> tuple[
     stamps: list[float] = []
     sync(device)
     start = time.perf_counter()
-    result = optimize(images, classifier, target, config=config, mae=mae, generator=torch.Generator().manual_seed(seed),
+    result = optimize(images, classifier, target, config=config, mae=mae,
+                      streams=ImageStreams.for_batch(seed, images.shape[0]),
                       callback=lambda *_: stamps.append(time.perf_counter()))
     sync(device)
     whole = (time.perf_counter() - start) / len(result.losses)
@@ -434,7 +437,7 @@ def graph_check(images, classifier, mae, target, config, steps: int = 8) -> dict
     for ctx in (emulated_capture() if images.device.type != "cuda" else contextlib.nullcontext(), capture_never()):
         with ctx, noting_replays(replayed):
             runs.append(optimize(images, classifier, target, config=replace(config, steps=steps), mae=mae,
-                                 generator=torch.Generator().manual_seed(SEED + 7)))
+                                 streams=ImageStreams.for_batch(SEED + 7, images.shape[0])))
     graph, eager = runs
     loss_rel = max(abs(a - b) / max(abs(b), 1e-12) for a, b in zip(graph.losses, eager.losses))
     image_abs = float((graph.images - eager.images).abs().max())
@@ -470,7 +473,7 @@ def time_reference(images, classifier, mae, target, config, device, seed) -> flo
     sync(device)
     start = time.perf_counter()
     _, losses = reference_optimize(images, classifier, target, config=config, mae=mae,
-                                   generator=torch.Generator().manual_seed(seed))
+                                   streams=ImageStreams.for_batch(seed, images.shape[0]))
     sync(device)
     return (time.perf_counter() - start) / len(losses)
 
@@ -596,7 +599,7 @@ def leak_check(workload: Workload, runs: int, device: torch.device, config: Opti
     config = config or OptimizeConfig(steps=1)
 
     def one(i):
-        optimize(images, classifier, target, config=config, mae=mae, generator=torch.Generator().manual_seed(i))
+        optimize(images, classifier, target, config=config, mae=mae, streams=ImageStreams.for_batch(i, images.shape[0]))
 
     for i in range(5):
         one(i)

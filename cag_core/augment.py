@@ -3,8 +3,8 @@
 Every view is an affine map of its source image (scale = crop size, offset = crop position plus
 jitter, negative x-scale = flip), so all views of the whole batch come from a single
 `grid_sample` call: no Python loop over images or crops, and the classifier sees every view in
-one forward. Random numbers are drawn on the CPU from the caller's generator, so a seed gives the
-same views on any device.
+one forward. Random numbers are drawn on the CPU from each image's own stream (`streams.py`), so a
+seed gives the same views on any device and in any batch.
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ import torch
 import torch.nn.functional as F
 
 from .errors import CaGError
+from .streams import ImageStreams
 from .transfer import to_device
 
 
@@ -41,10 +42,11 @@ class AugmentConfig:
 NO_AUGMENT = AugmentConfig(crops=1, crop_scale=(1.0, 1.0), crop_ratio=(1.0, 1.0), jitter=0.0, flip=False)
 
 
-def view_thetas(batch: int, cfg: AugmentConfig, generator: torch.Generator | None) -> torch.Tensor:
-    """Affine matrices [batch * crops, 2, 3] in grid_sample's normalized coordinates."""
-    n = batch * cfg.crops
-    u = torch.rand(n, 6, generator=generator)
+def view_thetas(cfg: AugmentConfig, streams: ImageStreams) -> torch.Tensor:
+    """Affine matrices [batch * crops, 2, 3] in grid_sample's normalized coordinates; image i's
+    `cfg.crops` views come from stream i (`streams.py`), so they do not depend on its batch."""
+    n = len(streams) * cfg.crops
+    u = streams.rand(cfg.crops, 6).reshape(n, 6)
     lo, hi = cfg.crop_scale
     area = lo + (hi - lo) * u[:, 0]
     log_lo, log_hi = math.log(cfg.crop_ratio[0]), math.log(cfg.crop_ratio[1])
@@ -56,7 +58,7 @@ def view_thetas(batch: int, cfg: AugmentConfig, generator: torch.Generator | Non
     ty = (1 - sy) * (2 * u[:, 3] - 1) + 2 * cfg.jitter * (2 * u[:, 5] - 1)
     flip = torch.ones(n)
     if cfg.flip:
-        flip = torch.where(torch.rand(n, generator=generator) < 0.5, -1.0, 1.0)
+        flip = torch.where(streams.rand(cfg.crops).reshape(n) < 0.5, -1.0, 1.0)
     theta = torch.zeros(n, 2, 3)
     theta[:, 0, 0] = sx * flip
     theta[:, 0, 2] = tx
@@ -66,10 +68,10 @@ def view_thetas(batch: int, cfg: AugmentConfig, generator: torch.Generator | Non
 
 
 def random_views(
-    images: torch.Tensor, out_size: tuple[int, int], cfg: AugmentConfig, generator: torch.Generator | None
+    images: torch.Tensor, out_size: tuple[int, int], cfg: AugmentConfig, streams: ImageStreams
 ) -> torch.Tensor:
     """[B * crops, C, *out_size]; the views of image i are rows i*crops .. (i+1)*crops-1."""
-    thetas = None if cfg == NO_AUGMENT else view_thetas(images.shape[0], cfg, generator)
+    thetas = None if cfg == NO_AUGMENT else view_thetas(cfg, streams)
     return views_from_thetas(images, out_size, cfg, thetas)
 
 

@@ -1,13 +1,18 @@
 """The losses of one optimization step; each takes tensors the step already has.
 
-- `target_loss`: soft-label cross-entropy toward the target mix, plus the probability of
-  negatively weighted classes.
+Per-image losses return one value per image ([B]); the step minimizes their sum, so an image's
+gradient is the gradient of its own loss, whatever else is in its batch. The diversity and
+BN-statistics losses compare the images of a batch by definition: with them on, an image depends
+on its batch-mates.
+
+- `target_loss` (per image): soft-label cross-entropy toward the target mix, plus the probability
+  of negatively weighted classes, averaged over the image's views.
 - `diversity_loss`: the paper's "distance metric" loss, here the mean pairwise cosine similarity
   of the images' classifier features (lower = more different images in a batch).
 - `BatchNormStats`: the paper's "non-trivial distribution" prior, implemented as DeepInversion's
   batch-norm statistics matching (Yin et al., 2020): the batch statistics entering every BN layer
   should match that layer's running statistics from training.
-- `total_variation`: mean absolute difference between neighbouring pixels.
+- `total_variation` (per image): mean absolute difference between neighbouring pixels.
 """
 
 from __future__ import annotations
@@ -20,7 +25,8 @@ from .targets import Target
 
 
 def target_loss(logits: torch.Tensor, target: Target, views: int) -> torch.Tensor:
-    """Mean over images and views; logits [B * views, C], view-major per image."""
+    """[B]: each image's loss, the mean over its views; logits [B * views, C], image i's views in
+    rows i*views .. (i+1)*views-1."""
     logits = logits.float()
     log_probs = F.log_softmax(logits, dim=-1)
     positive = target.positive.repeat_interleave(views, dim=0)
@@ -28,7 +34,7 @@ def target_loss(logits: torch.Tensor, target: Target, views: int) -> torch.Tenso
     if target.has_negative:
         negative = target.negative.repeat_interleave(views, dim=0)
         loss = loss + (negative * log_probs.exp()).sum(-1)
-    return loss.mean()
+    return loss.view(-1, views).mean(1)
 
 
 def diversity_loss(features: torch.Tensor, batch: int, views: int) -> torch.Tensor:
@@ -43,8 +49,9 @@ def diversity_loss(features: torch.Tensor, batch: int, views: int) -> torch.Tens
 
 
 def total_variation(images: torch.Tensor) -> torch.Tensor:
-    dx = (images[..., :, 1:] - images[..., :, :-1]).abs().mean()
-    dy = (images[..., 1:, :] - images[..., :-1, :]).abs().mean()
+    """[B] for images [B, C, H, W]."""
+    dx = (images[..., :, 1:] - images[..., :, :-1]).abs().flatten(1).mean(1)
+    dy = (images[..., 1:, :] - images[..., :-1, :]).abs().flatten(1).mean(1)
     return dx + dy
 
 

@@ -5,6 +5,12 @@ does no I/O: progress, previews and cancellation go through `callback(step, tota
 which may return True to stop early (or raise, e.g. ComfyUI's interrupt, to abort). Hooks it adds
 are removed in `finally`. It turns autograd on itself, so it works when called under ComfyUI's
 `torch.inference_mode()`.
+
+Each image is optimized on its own: its random numbers come from its own stream (streams.py), the
+step minimizes the sum of per-image losses (so its gradient is that of its own loss), and Adam
+works per coordinate. An image therefore comes out the same whatever batch it is in (on CPUs bit
+for bit; see `_classify` for the one kernel choice that needed care), unless the diversity or
+BN-statistics losses, which compare the images of a batch, are on.
 """
 
 from __future__ import annotations
@@ -24,6 +30,7 @@ from .losses import BatchNormStats, diversity_loss, target_loss, total_variation
 from .parameterization import PARAMETERIZATIONS, parameterize
 from .precast import weights_in_autocast_dtype
 from .step_graph import StepRunner, captures
+from .streams import ImageStreams, stage_purpose
 from .targets import Target, parse_target
 
 # (step, total, images [B,3,H,W] detached in [0,1], loss) -> True to stop early
@@ -34,7 +41,7 @@ OPTIMIZERS = ("adam", "adamw", "sgd")
 
 
 class Reconstructor(Protocol):
-    def sample_noise(self, batch: int, generator: torch.Generator | None) -> torch.Tensor: ...
+    def sample_noise(self, batch: int, generator: torch.Generator | None) -> torch.Tensor: ...  # [batch, L]
 
     def reconstruct(
         self,
@@ -94,8 +101,9 @@ class OptimizeConfig:
 @dataclass
 class OptimizeResult:
     images: torch.Tensor  # [B, 3, H, W] in [0, 1], detached
-    losses: list[float]  # total loss per step
+    losses: list[float]  # loss per step: the mean over the images of each image's loss
     stopped_early: bool = False
+    image_losses: list[float] = field(default_factory=list)  # each image's loss at the last step run
 
 
 def autocast_dtype(device: torch.device, choice: str) -> torch.dtype | None:
@@ -139,24 +147,22 @@ def _make_optimizer(name: str, params: list[torch.Tensor], lr: float, device: to
     return torch.optim.SGD(params, lr=lr, momentum=0.9)
 
 
-# On a CPU the classifier runs fastest on cache-sized chunks of views. Forward+backward per view at
-# 224 px on 2 cores: EfficientNet-Lite0 35 ms in chunks of 4, 42 of 8, 60 with all 16 at once, 117
-# with 64; ResNet-50 125 ms in chunks of 4, 167 with 16, 199 with 32. Logits and gradients are bit
-# for bit those of one forward (both nets, fp32; benchmarks/README.md).
-CPU_VIEW_PIXELS = 4 * 224 * 224
-
-
 def views_per_forward(config: OptimizeConfig, device: torch.device, ensemble: Ensemble) -> int | None:
     """How many views one classifier forward takes (None = all). `config.view_batch` if set; else
-    all of them on accelerators, and on CPUs chunks of about 4 views of 224 px (by the largest
-    member input). BN-statistics matching needs all views' statistics together: never chunked."""
+    all of them on accelerators, and on CPUs the views of one image. On a CPU, oneDNN and MKL pick
+    kernels by shape, so the same view can come out a few ULP different in a forward of another
+    size (seen with SE blocks and with batches of one): one image's views per forward keeps every
+    shape the same whatever the batch, so an image is bit for bit the same in any batch. It is
+    also cache-sized: forward+backward per view at 224 px on 2 cores was fastest in chunks of
+    about 4 views (EfficientNet-Lite0 35 ms in chunks of 4, 60 with 16 at once, 117 with 64).
+    BN-statistics matching needs all views' statistics together: never chunked."""
     if config.bn_weight > 0:
         return None
     if config.view_batch is not None:
         return config.view_batch
     if device.type != "cpu":
         return None
-    return max(1, CPU_VIEW_PIXELS // max(m.input_size[0] * m.input_size[1] for m in ensemble.members))
+    return config.augment.crops
 
 
 def fast_classifier_path(device: torch.device, autocast: str) -> bool:
@@ -203,14 +209,18 @@ def optimize(
     *,
     config: OptimizeConfig = OptimizeConfig(),
     mae: Reconstructor | None = None,
-    generator: torch.Generator | None = None,
+    seed: int = 0,
+    streams: ImageStreams | None = None,
     callback: Callback | None = None,
 ) -> OptimizeResult:
     """Run `config.steps` steps moving `images01` toward `target` (see module docstring).
 
     images01: [B, 3, H, W] in [0, 1]; never modified in place.
     target: a parsed `Target` or target text (class names / indices / weighted mix).
-    generator: CPU generator for masks and views; the same seed gives the same images.
+    seed: seeds image i's stream of masks and views with the key (seed, i, "optimize", H, W), as
+        CaG Optimize does; ignored when `streams` is given.
+    streams: one random stream per image for its masks and views (streams.py); the same keys give
+        the same images.
     """
     ensemble = as_ensemble(classifier)
     if images01.dim() != 4 or images01.shape[1] != 3:
@@ -225,7 +235,10 @@ def optimize(
             f"but there are {batch} images and {ensemble.num_classes} classes."
         )
     target = target.to(device)
-    generator = generator if generator is not None else torch.Generator().manual_seed(0)
+    if streams is None:
+        streams = ImageStreams.for_batch(seed, batch, stage_purpose(*images01.shape[-2:]))
+    if len(streams) != batch:
+        raise CaGError(f"optimize got {len(streams)} random streams for {batch} images; give one per image.")
     first = ensemble.members[0]
     view_size = (config.view_size, config.view_size) if config.view_size else first.input_size
     views = config.augment.crops
@@ -245,24 +258,28 @@ def optimize(
 
         def step_fn(noise: torch.Tensor | None, thetas: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
             optimizer.zero_grad(set_to_none=True)
-            images, loss = forward(
+            images, image_losses = forward(
                 image_fn, ensemble, target, mae, config, view_size, views, bn_stats, chunk, StepRandoms(noise, thetas)
             )
-            loss.backward()
+            image_losses.sum().backward()  # each image's gradient is that of its own loss
             optimizer.step()
             image_fn.after_step()
-            return images, loss
+            return images, image_losses
 
         runner = StepRunner(step_fn, device, static=config.cuda_graph, warmup=GRAPH_WARMUP_STEPS)
 
-        def report(step: int, images: torch.Tensor | None, loss: torch.Tensor) -> bool:
-            loss_value = float(loss)
+        last_image_losses: list[float] = []
+
+        def report(step: int, images: torch.Tensor | None, image_losses: torch.Tensor) -> bool:
+            values = image_losses.detach().float().cpu().tolist()  # one read of the device
+            loss_value = sum(values) / len(values)
             if not math.isfinite(loss_value):
                 raise NonFiniteLossError(
                     f"The loss became {loss_value} at step {step + 1} of {config.steps}; no image is returned. "
                     "Lower lr or the loss weights, or use autocast 'off'."
                 )
             losses.append(loss_value)
+            last_image_losses[:] = values
             return bool(callback is not None and callback(step + 1, config.steps, images, loss_value))
 
         stopped = False
@@ -272,7 +289,7 @@ def optimize(
                 weights_in_autocast_dtype(frozen_models(ensemble, mae), autocast_dtype(device, config.autocast)),
             ):
                 for step in range(config.steps):
-                    randoms = draw_step_randoms(batch, mae, config, generator)
+                    randoms = draw_step_randoms(mae, config, streams)
                     images, loss = runner(randoms.noise, randoms.thetas)
                     done = (step, runner.keep(images) if callback is not None else None, runner.keep(loss))
                     if defer:  # report the previous step, now that this one is queued
@@ -286,23 +303,23 @@ def optimize(
             runner.close()
         with torch.no_grad():
             final = image_fn().detach().float().clamp(0, 1)
-    return OptimizeResult(final, losses, stopped)
+    return OptimizeResult(final, losses, stopped, list(last_image_losses))
 
 
 @dataclass(frozen=True)
 class StepRandoms:
-    """One step's random numbers. Drawn on the CPU from the run's generator, MAE mask noise first,
+    """One step's random numbers. Drawn on the CPU from each image's stream, MAE mask noise first,
     then the view matrices, so a seed gives the same images on every device, captured or not."""
 
     noise: torch.Tensor | None  # [B, L] MAE masking noise; None without an MAE or without masking
     thetas: torch.Tensor | None  # [B * crops, 2, 3] view matrices; None without augmentation
 
 
-def draw_step_randoms(
-    batch: int, mae: Reconstructor | None, config: OptimizeConfig, generator: torch.Generator | None
-) -> StepRandoms:
-    noise = mae.sample_noise(batch, generator) if mae is not None and config.mask_ratio > 0 else None
-    thetas = None if config.augment == NO_AUGMENT else view_thetas(batch, config.augment, generator)
+def draw_step_randoms(mae: Reconstructor | None, config: OptimizeConfig, streams: ImageStreams) -> StepRandoms:
+    noise = None
+    if mae is not None and config.mask_ratio > 0:
+        noise = torch.cat([mae.sample_noise(1, generator) for generator in streams.generators])
+    thetas = None if config.augment == NO_AUGMENT else view_thetas(config.augment, streams)
     return StepRandoms(noise, thetas)
 
 
@@ -318,13 +335,30 @@ def step_forward(
     chunk: int | None,
     randoms: StepRandoms,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """(images, loss) of one step: the part of the step that `compile` hands to torch.compile."""
+    """(images, per-image losses [B]) of one step: the part of the step that `compile` hands to
+    torch.compile."""
     # The image stays fp32 outside autocast: in bf16 its colour mixing and sigmoid lose precision
     # for nothing (tiny ops), and one step's gradient moved further from fp32's.
-    images = image_fn()
+    images = _ContiguousGrad.apply(image_fn())
     with step_precision(images.device, config.autocast, onednn_linear=not config.compile):
         loss = _step_loss(images, ensemble, target, mae, config, view_size, views, bn_stats, chunk, randoms)
     return images, loss
+
+
+class _ContiguousGrad(torch.autograd.Function):
+    """Identity whose backward hands on a contiguous (NCHW) gradient. The classifier's backward
+    returns the images' gradient in the layout of its own fast path (channels_last), with strides
+    that depend on the batch size; the parameterization's backward (colour mixing, FFT) then ran
+    other kernels for other batch sizes and came out a few ULP apart. One layout, whatever the
+    batch, keeps an image's step the same in any batch."""
+
+    @staticmethod
+    def forward(ctx, images: torch.Tensor) -> torch.Tensor:
+        return images.view_as(images)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor) -> torch.Tensor:
+        return grad.contiguous()
 
 
 _COMPILED_FORWARD = None
@@ -352,35 +386,52 @@ def _step_loss(
     chunk: int | None,
     randoms: StepRandoms,
 ) -> torch.Tensor:
-    """The step's loss, with its random numbers drawn beforehand (`draw_step_randoms`)."""
+    """[B]: each image's loss in this step, with its random numbers drawn beforehand
+    (`draw_step_randoms`). Terms that compare the images of a batch (diversity, BN statistics)
+    are added to every image's loss in full: the sum keeps their weight relative to the per-image
+    terms what it was when the step minimized the mean."""
     batch = images.shape[0]
     source = images
     if mae is not None:
         source = mae.reconstruct(images, config.mask_ratio, None, config.paste_visible, noise=randoms.noise)
     crops = views_from_thetas(source, view_size, config.augment, randoms.thetas)
-    loss = images.new_zeros((), dtype=torch.float32)
+    losses = images.new_zeros(batch, dtype=torch.float32)
     total_weight = sum(ensemble.weights)
     fast = bn_stats is None and not config.compile and fast_classifier_path(images.device, config.autocast)
     for member, weight in zip(ensemble.members, ensemble.weights):
-        logits, features = _classify(member, crops, chunk, fast=fast)
-        member_loss = target_loss(logits, target, views)
+        logits, features = _classify(member, crops, chunk, views, fast=fast)
+        member_losses = target_loss(logits, target, views)
         if config.diversity_weight > 0:
-            member_loss = member_loss + config.diversity_weight * diversity_loss(features, batch, views)
-        loss = loss + (weight / total_weight) * member_loss
+            member_losses = member_losses + config.diversity_weight * diversity_loss(features, batch, views)
+        losses = losses + (weight / total_weight) * member_losses
     if bn_stats is not None:
         bn_loss = bn_stats.take()
         if bn_loss is not None:
-            loss = loss + config.bn_weight * bn_loss
+            losses = losses + config.bn_weight * bn_loss
     if config.tv_weight > 0:
-        loss = loss + config.tv_weight * total_variation(images.float())
-    return loss
+        losses = losses + config.tv_weight * total_variation(images.float())
+    return losses
 
 
 def _classify(
-    member: Classifier, crops: torch.Tensor, chunk: int | None, fast: bool = False
+    member: Classifier, crops: torch.Tensor, chunk: int | None, views: int, fast: bool = False
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """`member.logits_and_features(crops)`, `chunk` views per forward (None: all at once)."""
+    """`member.logits_and_features(crops)` in forwards of about `chunk` views (None: all at once),
+    rounded to whole images so that an image's views always share a forward."""
+    if chunk is not None:
+        chunk = max(1, chunk // views) * views
     if chunk is None or crops.shape[0] <= chunk:
-        return member.logits_and_features(crops, fast=fast)
-    parts = [member.logits_and_features(part, fast=fast) for part in crops.split(chunk)]
+        return _forward(member, crops, fast)
+    parts = [_forward(member, part, fast) for part in crops.split(chunk)]
     return torch.cat([logits for logits, _ in parts]), torch.cat([features for _, features in parts])
+
+
+def _forward(member: Classifier, crops: torch.Tensor, fast: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    if crops.shape[0] == 1 and crops.device.type == "cpu":
+        # oneDNN runs a batch of one with other convolution kernels: the logits of one view alone
+        # differed in the last bits from the same view beside others (Lite0, ResNet-50; batches
+        # of 2 and more agreed bit for bit), which would make an image depend on its batch. A
+        # lone view runs as a pair with itself; the copy's zero gradient adds exactly nothing.
+        logits, features = member.logits_and_features(torch.cat([crops, crops]), fast=fast)
+        return logits[:1], features[:1]
+    return member.logits_and_features(crops, fast=fast)

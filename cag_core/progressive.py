@@ -1,12 +1,14 @@
 """Progressive generation: initial noise, upsampling between stages, and the whole 64 -> 128 -> 256 run.
 
-A run is fully determined by its seed: the noise, every MAE mask and every random view come from
-one CPU `torch.Generator`, so the same inputs give the same images (on CPU, bit for bit).
+An image is fully determined by its key and the recipe: its noise, every MAE mask and every random
+view come from CPU generators seeded from its key (streams.py), `(seed, index)` by default, so the
+same inputs give the same images (on CPU, bit for bit), and image i of a batch is image i
+generated alone.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import Callable, Sequence
 
 import torch
@@ -15,6 +17,7 @@ import torch.nn.functional as F
 from .classifier import Classifier, Ensemble, as_ensemble
 from .errors import CaGError, report_out_of_memory
 from .optimize import Callback, OptimizeConfig, Reconstructor, optimize
+from .streams import NOISE, ImageStreams, Key, stage_purpose
 from .targets import Target, parse_target
 
 NOISE_KINDS = ("uniform", "gaussian", "gray")
@@ -28,32 +31,37 @@ def check_size(height: int, width: int, what: str = "Image size") -> None:
 
 
 def init_noise(
-    batch: int,
+    streams: ImageStreams,
     height: int,
     width: int,
     kind: str = "uniform",
     *,
-    generator: torch.Generator | None = None,
     device: str | torch.device = "cpu",
 ) -> torch.Tensor:
-    """[batch, 3, height, width] in [0, 1]; drawn on the CPU so a seed means the same on any device.
+    """[len(streams), 3, height, width] in [0, 1], image i from stream i; drawn on the CPU so a
+    seed means the same on any device.
 
     uniform: U(0, 1) per pixel. gaussian: N(0.5, 0.25) clamped. gray: 0.5 with N(0, 0.01) noise,
     Lucid's starting point (a near-blank image lets the classifier's gradient set the layout).
     """
     check_size(height, width)
-    if batch < 1:
-        raise CaGError(f"Batch size must be at least 1, got {batch}.")
-    shape = (batch, 3, height, width)
+    shape = (3, height, width)
     if kind == "uniform":
-        noise = torch.rand(shape, generator=generator)
+        noise = streams.rand(*shape)
     elif kind == "gaussian":
-        noise = (0.5 + 0.25 * torch.randn(shape, generator=generator)).clamp(0, 1)
+        noise = (0.5 + 0.25 * streams.randn(*shape)).clamp(0, 1)
     elif kind == "gray":
-        noise = (0.5 + 0.01 * torch.randn(shape, generator=generator)).clamp(0, 1)
+        noise = (0.5 + 0.01 * streams.randn(*shape)).clamp(0, 1)
     else:
         raise CaGError(f"Unknown noise '{kind}'. Allowed: {', '.join(NOISE_KINDS)}.")
     return noise.to(device)
+
+
+def noise_streams(seed: int, batch: int) -> ImageStreams:
+    """The start-noise streams of images 0..batch-1 for `seed` (what CaG Init Noise draws)."""
+    if batch < 1:
+        raise CaGError(f"Batch size must be at least 1, got {batch}.")
+    return ImageStreams.for_batch(seed, batch, (NOISE,))
 
 
 def upsample(images01: torch.Tensor, height: int, width: int, method: str = "bicubic") -> torch.Tensor:
@@ -89,8 +97,9 @@ class ProgressiveConfig:
 @dataclass
 class GenerateResult:
     images: torch.Tensor  # [B, 3, H, W] at the last size
-    stage_losses: list[list[float]]
+    stage_losses: list[list[float]]  # per stage, the mean loss over the images at every step
     labels: tuple[str, ...]
+    image_losses: list[float] = field(default_factory=list)  # each image's loss at the last step run
 
 
 StageCallback = Callable[[int, int, int, int, torch.Tensor, float], bool | None]
@@ -106,19 +115,30 @@ def generate(
     mae: Reconstructor | None = None,
     device: str | torch.device | None = None,
     callback: StageCallback | None = None,
+    keys: Sequence[Key] | None = None,
 ) -> GenerateResult:
     """Noise -> optimize at sizes[0] -> upsample -> optimize at sizes[1] -> ...
 
+    keys: one key per image naming its random streams (default `(seed, i)` for image i); an
+        image's noise is drawn from `(*key, "noise")` and the stage at size S from
+        `(*key, "optimize", S, S)`, exactly what CaG Init Noise and CaG Optimize draw with that
+        seed, so a workflow and this function give the same images.
     callback(stage, stages, step, steps, images, loss) is called every step; True stops the run.
     """
     ensemble = as_ensemble(classifier)
     device = torch.device(device) if device is not None else ensemble.members[0].device
     stage_configs = config.stage_configs()
+    if keys is None:
+        keys = [(int(seed), i) for i in range(batch)]
+    keys = [tuple(k) for k in keys]
+    if len(keys) != batch:
+        raise CaGError(f"generate got {len(keys)} image keys for a batch of {batch}.")
     if isinstance(target, str):
         target = parse_target(target, ensemble.class_names, batch)
-    generator = torch.Generator().manual_seed(int(seed))
-    images = init_noise(batch, config.sizes[0], config.sizes[0], config.noise, generator=generator, device=device)
+    images = init_noise(ImageStreams.derived(keys, (NOISE,)), config.sizes[0], config.sizes[0], config.noise,
+                        device=device)
     stage_losses: list[list[float]] = []
+    image_losses: list[float] = []
     for stage, (size, stage_config) in enumerate(zip(config.sizes, stage_configs)):
         images = upsample(images, size, size, config.upsample_method)
         stage_callback: Callback | None = None
@@ -126,13 +146,15 @@ def generate(
             stage_callback = _bind_stage(callback, stage, len(config.sizes))
         with report_out_of_memory(batch, (size, size), device):
             result = optimize(
-                images, ensemble, target, config=stage_config, mae=mae, generator=generator, callback=stage_callback
+                images, ensemble, target, config=stage_config, mae=mae,
+                streams=ImageStreams.derived(keys, stage_purpose(size, size)), callback=stage_callback,
             )
         images = result.images
         stage_losses.append(result.losses)
+        image_losses = result.image_losses
         if result.stopped_early:
             break
-    return GenerateResult(images, stage_losses, target.labels)
+    return GenerateResult(images, stage_losses, target.labels, image_losses)
 
 
 def _bind_stage(callback: StageCallback, stage: int, stages: int) -> Callback:

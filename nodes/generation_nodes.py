@@ -12,7 +12,9 @@ from ..cag_core.classifier import as_ensemble
 from ..cag_core.errors import CaGError, NonFiniteLossError, report_out_of_memory
 from ..cag_core.optimize import OptimizeConfig, optimize
 from ..cag_core.parameterization import PARAMETERIZATIONS
-from ..cag_core.progressive import MAX_SIDE, NOISE_KINDS, UPSAMPLE_METHODS, check_size, init_noise, upsample
+from ..cag_core.progressive import (
+    MAX_SIDE, NOISE_KINDS, UPSAMPLE_METHODS, check_size, init_noise, noise_streams, upsample,
+)
 from ..cag_core.targets import parse_target, split_images, split_weight
 from .common import CATEGORY, CLASSIFIER, DEFAULT_CLASS, MAE, SEED_MAX, first_failure, imagenet_choices, validation_result
 from .devices import module_device, move_module
@@ -58,7 +60,7 @@ class CaGInitNoise:
                     "tooltip": "gray: near-blank mid-gray (recommended; the classifier's gradient sets the layout). "
                     "uniform / gaussian: random pixels.",
                 }),
-                "seed": _seed_input("Seed of the noise."),
+                "seed": _seed_input("Seed of the noise. Image i of a batch is the same whatever the batch size."),
             }
         }
 
@@ -73,8 +75,9 @@ class CaGInitNoise:
         return first_failure(*results)
 
     def make_noise(self, width: int, height: int, batch_size: int, noise: str, seed: int):
-        generator = torch.Generator().manual_seed(int(seed))
-        images = init_noise(batch_size, height, width, noise, generator=generator)
+        _check_batch(batch_size)
+        # Image i comes from its own stream (seed, i): it is the same in a batch of any size.
+        images = init_noise(noise_streams(int(seed), int(batch_size)), height, width, noise)
         return (engine_to_comfy(images),)
 
 
@@ -146,7 +149,8 @@ class CaGOptimize:
                 "diversity_weight": weight("Push the images of a batch apart (0 = off)."),
                 "bn_weight": weight("Match the classifier's batch-norm statistics, DeepInversion style (0 = off)."),
                 "tv_weight": weight("Total-variation smoothing (0 = off)."),
-                "seed": _seed_input("Seed of the random masks and crops."),
+                "seed": _seed_input("Seed of the random masks and crops (per image: image i of a batch comes out as "
+                                    "it would alone)."),
             },
             "optional": {
                 "mae": (MAE, {"tooltip": "Masked Autoencoder that reconstructs the image every step (recommended)."}),
@@ -191,7 +195,7 @@ class CaGOptimize:
         with report_out_of_memory(images.shape[0], tuple(images.shape[-2:]), device):
             result = optimize(
                 images, ensemble, target, config=config, mae=mae,
-                generator=torch.Generator().manual_seed(int(seed)), callback=progress,
+                seed=int(seed), callback=progress,
             )
         if not torch.isfinite(result.images).all():  # never hand on a garbage image silently
             raise NonFiniteLossError("The optimized images contain NaN or Inf values; lower lr or the loss weights.")

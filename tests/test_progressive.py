@@ -11,7 +11,7 @@ from cag_core.cli import main
 from cag_core.errors import CaGError
 from cag_core.mae import MAEConfig, mae_from_config, save_mae
 from cag_core.optimize import OptimizeConfig
-from cag_core.progressive import ProgressiveConfig, generate, init_noise, stage_sizes, upsample
+from cag_core.progressive import ProgressiveConfig, generate, init_noise, noise_streams, stage_sizes, upsample
 from tiny import save_tiny_classifier, tiny_classifier
 
 TINY = ProgressiveConfig(sizes=(16, 32), steps=(4,), stage=OptimizeConfig(augment=AugmentConfig(crops=2), view_size=32))
@@ -20,17 +20,17 @@ TINY = ProgressiveConfig(sizes=(16, 32), steps=(4,), stage=OptimizeConfig(augmen
 @pytest.mark.parametrize("kind", ["uniform", "gaussian", "gray"])
 def test_noise_is_seeded_and_in_range(kind):
     """Each noise kind is in [0, 1] and fixed by its generator's seed."""
-    a = init_noise(2, 8, 12, kind, generator=torch.Generator().manual_seed(1))
-    b = init_noise(2, 8, 12, kind, generator=torch.Generator().manual_seed(1))
+    a = init_noise(noise_streams(1, 2), 8, 12, kind)
+    b = init_noise(noise_streams(1, 2), 8, 12, kind)
     assert a.shape == (2, 3, 8, 12) and torch.equal(a, b) and 0 <= a.min() and a.max() <= 1
 
 
 def test_bad_noise_and_sizes_are_refused():
     """Unknown noise kinds and unusable sizes name the allowed values."""
     with pytest.raises(CaGError, match="uniform"):
-        init_noise(1, 8, 8, "perlin")
+        init_noise(noise_streams(0, 1), 8, 8, "perlin")
     with pytest.raises(CaGError, match="between 1 and"):
-        init_noise(1, 0, 8)
+        init_noise(noise_streams(0, 1), 0, 8)
     with pytest.raises(CaGError, match="between 1 and"):
         upsample(torch.rand(1, 3, 8, 8), 100000, 8)
     with pytest.raises(CaGError, match="bicubic"):

@@ -26,6 +26,7 @@ from cag_core.augment import NO_AUGMENT, AugmentConfig
 from cag_core.classifier import as_ensemble
 from cag_core.mae import MAEConfig, mae_from_config
 from cag_core.optimize import OptimizeConfig, _step_loss, draw_step_randoms, optimize, views_per_forward
+from cag_core.streams import ImageStreams, stage_purpose
 from cag_core.parameterization import parameterize
 from cag_core.targets import parse_target
 from tiny import tiny_classifier
@@ -37,9 +38,9 @@ TINY_MAE = MAEConfig(img_size=32, patch_size=8, embed_dim=32, depth=2, num_heads
 
 def _engine(images, classifier, target, config, mae, seed, chunk=None):
     image_fn = parameterize(images.clone(), config.parameterization)
-    randoms = draw_step_randoms(images.shape[0], mae, config, torch.Generator().manual_seed(seed))
+    randoms = draw_step_randoms(mae, config, ImageStreams.for_batch(seed, images.shape[0]))
     loss = _step_loss(image_fn(), as_ensemble(classifier), target, mae, config, classifier.input_size,
-                      config.augment.crops, None, chunk, randoms)
+                      config.augment.crops, None, chunk, randoms).sum()
     loss.backward()
     return loss.detach(), image_fn.params[0].grad
 
@@ -47,7 +48,7 @@ def _engine(images, classifier, target, config, mae, seed, chunk=None):
 def _reference(images, classifier, target, config, mae, seed):
     params = parameterize(images.clone(), config.parameterization).params[0].detach().clone().requires_grad_(True)
     loss = reference_loss(params, tuple(images.shape[-2:]), classifier, target, config, mae,
-                          torch.Generator().manual_seed(seed))
+                          ImageStreams.for_batch(seed, images.shape[0]))
     loss.backward()
     return loss.detach(), params.grad
 
@@ -82,10 +83,11 @@ def test_views_in_chunks_give_the_same_step():
 
 
 def test_views_per_forward():
-    """Chunks of ~4 views of 224 px on CPUs, all at once on accelerators or with BN statistics."""
+    """One image's views per forward on CPUs, all at once on accelerators or with BN statistics."""
     ensemble = as_ensemble(tiny_classifier())  # 32 px input
     cpu, cuda = torch.device("cpu"), torch.device("cuda")
-    assert views_per_forward(OptimizeConfig(), cpu, ensemble) == 4 * 224 * 224 // (32 * 32)
+    assert views_per_forward(OptimizeConfig(), cpu, ensemble) == OptimizeConfig().augment.crops
+    assert views_per_forward(OptimizeConfig(augment=AugmentConfig(crops=5)), cpu, ensemble) == 5
     assert views_per_forward(OptimizeConfig(), cuda, ensemble) is None
     assert views_per_forward(OptimizeConfig(view_batch=3), cuda, ensemble) == 3
     assert views_per_forward(OptimizeConfig(bn_weight=0.1, view_batch=3), cpu, ensemble) is None
@@ -128,9 +130,9 @@ def test_reference_optimize_tracks_the_engine_over_steps():
     images = torch.rand(2, 3, 24, 24, generator=torch.Generator().manual_seed(4))
     target = parse_target("class 6", classifier.class_names, 2)
     config = OptimizeConfig(steps=3, augment=AugmentConfig(crops=2))
-    engine = optimize(images, classifier, target, config=config, mae=mae, generator=torch.Generator().manual_seed(9))
+    engine = optimize(images, classifier, target, config=config, mae=mae, seed=9)
     _, ref_losses = reference_optimize(images, classifier, target, config=config, mae=mae,
-                                       generator=torch.Generator().manual_seed(9))
+                                       streams=ImageStreams.for_batch(9, 2, stage_purpose(24, 24)))
     assert engine.losses[0] == pytest.approx(ref_losses[0], rel=1e-5)
     assert engine.losses == pytest.approx(ref_losses, rel=1e-3)
 
@@ -152,7 +154,7 @@ def test_hundred_runs_with_cached_models_do_not_grow_memory():
     images = torch.rand(2, 3, 32, 32, generator=torch.Generator().manual_seed(0))
 
     def run(i):
-        return optimize(images, classifier, target, config=config, mae=mae, generator=torch.Generator().manual_seed(i))
+        return optimize(images, classifier, target, config=config, mae=mae, seed=i)
 
     for i in range(10):  # warm-up: allocator pools, lazily built kernels
         run(i)

@@ -39,7 +39,7 @@ def _run(config, with_mae, device="cpu", callback=None):
     mae = mae_from_config(TINY_MAE, seed=0).to(device) if with_mae else None
     images = torch.rand(3, 3, 24, 24, generator=torch.Generator().manual_seed(0)).to(device)
     return optimize(images, classifier, "class 1\nclass 2\nclass 3", config=config, mae=mae,
-                    generator=torch.Generator().manual_seed(4), callback=callback)
+                    seed=4, callback=callback)
 
 
 @pytest.mark.parametrize("case", sorted(CASES))
@@ -270,16 +270,16 @@ def test_emulated_replay_of_the_default_classifier(autocast, monkeypatch):
     for bit. (MAE-Base/Large + ResNet-50 gave the same in a one-off run; the benchmark's graph
     check emulates the capture on CPUs for every +graph row.)"""
     from benchmarks.graph_emulator import EmulatedGraphRunner
-    from cag_core.progressive import init_noise
+    from cag_core.progressive import init_noise, noise_streams
     from cag_core.timm_classifier import embedded_classifier
 
     classifier = embedded_classifier("efficientnet-lite0")
-    images = init_noise(2, 64, 64, "gray", generator=torch.Generator().manual_seed(0))
+    images = init_noise(noise_streams(0, 2), 64, 64, "gray")
     config = OptimizeConfig(steps=6, autocast=autocast)
     runs = []
     for runner, graph in ((StepRunner, False), (EmulatedGraphRunner, True)):
         monkeypatch.setattr(optimize_module, "StepRunner", runner)
         runs.append(optimize(images, classifier, "goldfish\ntench", config=replace(config, cuda_graph=graph),
-                             generator=torch.Generator().manual_seed(1), callback=lambda *_: None))
+                             seed=1, callback=lambda *_: None))
     assert runs[0].losses == runs[1].losses
     assert torch.equal(runs[0].images, runs[1].images)
