@@ -42,17 +42,41 @@ def build_parser() -> argparse.ArgumentParser:
     what.add_argument("--negative", default="", help="negative prompts for --text, '|'-separated")
     what.add_argument("--clip", default="ViT-B-32/laion2b_s34b_b79k",
                       help="CLIP 'model/pretrained-tag' for --text, or 'model@path/to/checkpoint.safetensors'")
-    models = gen.add_argument_group("models")
+    add_model_arguments(gen)
+    run = add_run_arguments(gen)
+    run.add_argument("--batch", type=int, default=None, help="images to generate (default: one per --class)")
+    run.add_argument("--seed", type=int, default=0)
+    add_recipe_arguments(gen)
+    out = gen.add_argument_group("output")
+    out.add_argument("--out", default="cag.png", help="PNG path; with several images, NAME_0.png, NAME_1.png, ...")
+    out.add_argument("--grid", default=None, help="also write all images as one grid PNG here")
+    out.add_argument("--quiet", action="store_true", help="no progress bar")
+
+    classes = commands.add_parser("classes", help="list ImageNet class names (optionally matching a word)")
+    classes.add_argument("query", nargs="?", default="")
+
+    from . import dataset
+
+    dataset.add_parser(commands)
+    return parser
+
+
+def add_model_arguments(parser: argparse.ArgumentParser) -> argparse._ArgumentGroup:
+    """--classifier (repeatable), --mae, --mask-ratio: shared by generate and dataset."""
+    models = parser.add_argument_group("models")
     models.add_argument("--classifier", action="append", default=[], metavar="SPEC",
                         help=f"embedded name ({DEFAULT_CLASSIFIER}, ...), a timm model name, or a weights file "
                              "(path, or path@arch); repeat for an ensemble (default: %(default)s -> embedded Lite0)")
     models.add_argument("--mae", default=None, help="MAE weights file (mae_visualize_vit_*.pth or .safetensors)")
     models.add_argument("--mask-ratio", type=float, default=DEFAULTS.stage.mask_ratio)
-    run = gen.add_argument_group("run")
+    return models
+
+
+def add_run_arguments(parser: argparse.ArgumentParser) -> argparse._ArgumentGroup:
+    """Stage sizes and steps, device and precision: shared by generate and dataset."""
+    run = parser.add_argument_group("run")
     run.add_argument("--sizes", type=int, nargs="+", default=list(DEFAULTS.sizes), help="side of each stage")
     run.add_argument("--steps", type=int, nargs="+", default=list(DEFAULTS.steps), help="steps per stage (one value or one per stage)")
-    run.add_argument("--batch", type=int, default=None, help="images to generate (default: one per --class)")
-    run.add_argument("--seed", type=int, default=0)
     run.add_argument("--device", default="auto", help="auto (cuda when available), cpu, cuda, cuda:1, ...")
     run.add_argument("--autocast", choices=AUTOCAST_CHOICES, default=DEFAULTS.stage.autocast,
                      help="mixed precision: auto = bf16 on CUDA, fp32 on CPU")
@@ -61,7 +85,12 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--compile", action="store_true",
                      help="CUDA: torch.compile the step (opt-in; compiles once per stage size; rounding changes; "
                      "slower on CPUs)")
-    recipe = gen.add_argument_group("recipe (defaults are explained in the README)")
+    return run
+
+
+def add_recipe_arguments(parser: argparse.ArgumentParser) -> argparse._ArgumentGroup:
+    """The optimization recipe (defaults explained in the README): shared by generate and dataset."""
+    recipe = parser.add_argument_group("recipe (defaults are explained in the README)")
     recipe.add_argument("--lr", type=float, default=DEFAULTS.stage.lr)
     recipe.add_argument("--optimizer", choices=OPTIMIZERS, default=DEFAULTS.stage.optimizer)
     recipe.add_argument("--param", choices=PARAMETERIZATIONS, default=DEFAULTS.stage.parameterization)
@@ -74,14 +103,7 @@ def build_parser() -> argparse.ArgumentParser:
     recipe.add_argument("--diversity", type=float, default=DEFAULTS.stage.diversity_weight)
     recipe.add_argument("--bn", type=float, default=DEFAULTS.stage.bn_weight, help="BN-statistics prior weight")
     recipe.add_argument("--tv", type=float, default=DEFAULTS.stage.tv_weight, help="total-variation weight")
-    out = gen.add_argument_group("output")
-    out.add_argument("--out", default="cag.png", help="PNG path; with several images, NAME_0.png, NAME_1.png, ...")
-    out.add_argument("--grid", default=None, help="also write all images as one grid PNG here")
-    out.add_argument("--quiet", action="store_true", help="no progress bar")
-
-    classes = commands.add_parser("classes", help="list ImageNet class names (optionally matching a word)")
-    classes.add_argument("query", nargs="?", default="")
-    return parser
+    return recipe
 
 
 def resolve_device(choice: str) -> torch.device:
@@ -93,7 +115,7 @@ def resolve_device(choice: str) -> torch.device:
     return device
 
 
-def _config_from_args(args: argparse.Namespace) -> ProgressiveConfig:
+def config_from_args(args: argparse.Namespace) -> ProgressiveConfig:
     augment = AugmentConfig(
         crops=args.crops,
         crop_scale=(args.crop_min, 1.0),
@@ -119,8 +141,9 @@ def _config_from_args(args: argparse.Namespace) -> ProgressiveConfig:
     )
 
 
-def _load_models(args: argparse.Namespace, device: torch.device):
-    if args.text is not None:
+def load_models(args: argparse.Namespace, device: torch.device):
+    """(classifier or ensemble, MAE or None) from the model arguments."""
+    if getattr(args, "text", None) is not None:
         from .text_classifier import text_classifier
 
         if "@" in args.clip:
@@ -173,8 +196,8 @@ def save_images(images: torch.Tensor, out: str | Path, grid: str | Path | None =
 
 def run_generate(args: argparse.Namespace) -> list[Path]:
     device = resolve_device(args.device)
-    config = _config_from_args(args)
-    classifier, mae = _load_models(args, device)
+    config = config_from_args(args)
+    classifier, mae = load_models(args, device)
     target = _target_text(args, classifier)
     lines = [line for line in target.replace(";", "\n").splitlines() if line.strip()]
     batch = args.batch or (len(lines) if args.text is None else 1)
@@ -218,8 +241,10 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.command == "generate":
             run_generate(args)
-        else:
+        elif args.command == "classes":
             run_classes(args)
+        else:
+            return args.run(args)
     except CaGError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -71,7 +71,9 @@ class FourierImage:
     def __call__(self) -> torch.Tensor:
         spectrum = torch.view_as_complex(self.spectrum) * self.scale
         image = torch.fft.irfft2(spectrum, s=self.size, norm="ortho") / _FOURIER_MAGIC
-        image = torch.einsum("bchw,dc->bdhw", image, self.color)
+        # einsum returns a channels_last-strided tensor for batches > 1 and a contiguous one for a
+        # single image; every later kernel would then differ with the batch size.
+        image = torch.einsum("bchw,dc->bdhw", image, self.color).contiguous()
         return torch.sigmoid(image)
 
     def after_step(self) -> None:
