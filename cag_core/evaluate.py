@@ -319,7 +319,8 @@ def run(args: argparse.Namespace) -> dict:
     notes: list[str] = []
     samples = open_image_set(args.samples, "samples")
     reference = open_image_set(args.reference, "reference images")
-    samples = match_sizes(samples, reference, args.resize_samples, notes)
+    if set(metrics) != {"isc"}:  # IS looks at the samples alone: their size need not match
+        samples = match_sizes(samples, reference, args.resize_samples, notes)
     options = fit_options(options, metrics, len(samples), len(reference), notes)
 
     stats = None
@@ -338,10 +339,14 @@ def run(args: argparse.Namespace) -> dict:
             notes.append(f"Precision/recall of {n1} x {n2} images computed in row blocks (torch-fidelity's "
                          "save_cpu_ram): the full distance matrices would not fit in 8 GB.")
 
-    reference_identity = file_identity(Path(args.reference))
+    reference_identity = file_identity(reference.npz_path or Path(args.reference))
     reference_digest = reference_identity.get("sha256") or reference_identity["listing_sha256"]
     cache_dir = None if args.no_cache else Path(args.cache_dir) if args.cache_dir else default_cache_dir()
+    # torch-fidelity keys its cache by input name and extractor name only: the name carries the
+    # reference's content hash, and the weights' hash when they are not the downloaded ones.
     cache_name = f"cag-reference-{reference_digest[:16]}-{len(reference)}x{reference.size[0]}x{reference.size[1]}"
+    if args.inception_weights is not None:
+        cache_name += f"-weights-{file_identity(Path(args.inception_weights))['sha256'][:8]}"
     weights = (inception_weights_location()
                if args.feature_extractor == DEFAULT_FEATURE_EXTRACTOR and args.inception_weights is None else None)
 

@@ -224,6 +224,8 @@ def test_sizes_must_match_unless_resizing_is_asked_for(sets, capsys):
     code, report = evaluate_cli(root / "small.npz", root / "reference.npz", "--resize-samples")
     assert code == 0 and report["samples"]["size"] == [32, 32]
     assert any("resized from 16x16 to 32x32" in note for note in report["notes"])
+    code, report = evaluate_cli(root / "small.npz", root / "reference.npz", "--metrics", "isc")
+    assert code == 0 and report["samples"]["size"] == [16, 16] and not report["notes"]  # IS alone: no size rule
 
 
 def test_npz_members_are_memory_mapped_when_stored(tmp_path):
