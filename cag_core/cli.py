@@ -16,6 +16,7 @@ from pathlib import Path
 
 import torch
 
+from . import evaluate
 from .augment import AugmentConfig
 from .class_names import imagenet_class_names, short_name
 from .classifier import combine
@@ -58,6 +59,7 @@ def build_parser() -> argparse.ArgumentParser:
     from . import dataset
 
     dataset.add_parser(commands)
+    evaluate.add_parser(commands)
     return parser
 
 
@@ -243,6 +245,8 @@ def main(argv: list[str] | None = None) -> int:
             run_generate(args)
         elif args.command == "classes":
             run_classes(args)
+        elif args.command == "evaluate":
+            evaluate.run(args)
         else:
             return args.run(args)
     except CaGError as exc:
