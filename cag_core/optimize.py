@@ -29,6 +29,7 @@ from .errors import CaGError, NonFiniteLossError
 from .losses import BatchNormStats, diversity_loss, target_loss, total_variation
 from .parameterization import PARAMETERIZATIONS, parameterize
 from .precast import weights_in_autocast_dtype
+from .regions import anchor_loss, composite, feather, mask_for_images
 from .step_graph import StepRunner, captures
 from .streams import ImageStreams, stage_purpose
 from .targets import Target, parse_target
@@ -67,6 +68,8 @@ class OptimizeConfig:
     diversity_weight: float = 0.0  # distance-metric loss between images of the batch
     bn_weight: float = 0.0  # batch-norm statistics matching (DeepInversion)
     tv_weight: float = 0.0  # total variation
+    anchor_weight: float = 0.0  # keep the result's 16x16 thumbnail near the start image's (regions.py); 0 = off
+    feather: int = 0  # with a mask: px over which the mask ramps up inside its edge (regions.py)
     optimizer: str = "adam"
     autocast: str = "auto"  # "auto": bf16 on CUDA, fp32 on CPU
     view_size: int | None = None  # classifier input side for the views; None = its native size
@@ -84,7 +87,7 @@ class OptimizeConfig:
             raise CaGError(f"Unknown parameterization '{self.parameterization}'. Allowed: {', '.join(PARAMETERIZATIONS)}.")
         if not 0 <= self.mask_ratio < 1:
             raise CaGError(f"mask_ratio must be in [0, 1), got {self.mask_ratio}.")
-        for name in ("diversity_weight", "bn_weight", "tv_weight"):
+        for name in ("diversity_weight", "bn_weight", "tv_weight", "anchor_weight"):
             value = getattr(self, name)
             if not (value >= 0 and math.isfinite(value)):
                 raise CaGError(f"{name} must be a non-negative number (0 = off), got {value}.")
@@ -94,6 +97,8 @@ class OptimizeConfig:
             raise CaGError(f"Unknown autocast '{self.autocast}'. Allowed: {', '.join(AUTOCAST_CHOICES)}.")
         if self.view_size is not None and not 16 <= self.view_size <= 1024:
             raise CaGError(f"view_size must be between 16 and 1024, got {self.view_size}.")
+        if not 0 <= self.feather <= 1024:
+            raise CaGError(f"feather must be between 0 and 1024 px, got {self.feather}.")
         if self.view_batch is not None and self.view_batch < 1:
             raise CaGError(f"view_batch must be at least 1 (or None for automatic), got {self.view_batch}.")
 
@@ -212,6 +217,7 @@ def optimize(
     seed: int = 0,
     streams: ImageStreams | None = None,
     callback: Callback | None = None,
+    mask: torch.Tensor | None = None,
 ) -> OptimizeResult:
     """Run `config.steps` steps moving `images01` toward `target` (see module docstring).
 
@@ -221,6 +227,8 @@ def optimize(
         CaG Optimize does; ignored when `streams` is given.
     streams: one random stream per image for its masks and views (streams.py); the same keys give
         the same images.
+    mask: which pixels may change (1) and which stay exactly as in `images01` (0), [H, W],
+        [B, H, W] or [B, 1, H, W], resized to the images (regions.py); None = all may change.
     """
     ensemble = as_ensemble(classifier)
     if images01.dim() != 4 or images01.shape[1] != 3:
@@ -239,6 +247,7 @@ def optimize(
         streams = ImageStreams.for_batch(seed, batch, stage_purpose(*images01.shape[-2:]))
     if len(streams) != batch:
         raise CaGError(f"optimize got {len(streams)} random streams for {batch} images; give one per image.")
+    region = _region(images01, mask, config.feather) if mask is not None or config.anchor_weight > 0 else None
     first = ensemble.members[0]
     view_size = (config.view_size, config.view_size) if config.view_size else first.input_size
     views = config.augment.crops
@@ -259,7 +268,8 @@ def optimize(
         def step_fn(noise: torch.Tensor | None, thetas: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
             optimizer.zero_grad(set_to_none=True)
             images, image_losses = forward(
-                image_fn, ensemble, target, mae, config, view_size, views, bn_stats, chunk, StepRandoms(noise, thetas)
+                image_fn, ensemble, target, mae, config, view_size, views, bn_stats, chunk, StepRandoms(noise, thetas),
+                region,
             )
             image_losses.sum().backward()  # each image's gradient is that of its own loss
             optimizer.step()
@@ -302,7 +312,10 @@ def optimize(
         finally:
             runner.close()
         with torch.no_grad():
-            final = image_fn().detach().float().clamp(0, 1)
+            final = image_fn().detach().float()
+            if region is not None and region[1] is not None:
+                final = composite(final, *region)
+            final = final.clamp(0, 1)
     return OptimizeResult(final, losses, stopped, list(last_image_losses))
 
 
@@ -334,14 +347,19 @@ def step_forward(
     bn_stats: BatchNormStats | None,
     chunk: int | None,
     randoms: StepRandoms,
+    region: tuple[torch.Tensor, torch.Tensor | None] | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """(images, per-image losses [B]) of one step: the part of the step that `compile` hands to
-    torch.compile."""
+    torch.compile. region: (start images, mask [B, 1, H, W] or None); with a mask the step sees
+    and returns the composite (regions.py); the start images are what the anchor compares to."""
     # The image stays fp32 outside autocast: in bf16 its colour mixing and sigmoid lose precision
     # for nothing (tiny ops), and one step's gradient moved further from fp32's.
     images = _ContiguousGrad.apply(image_fn())
+    if region is not None and region[1] is not None:
+        images = composite(images, *region)
+    start = region[0] if region is not None else None
     with step_precision(images.device, config.autocast, onednn_linear=not config.compile):
-        loss = _step_loss(images, ensemble, target, mae, config, view_size, views, bn_stats, chunk, randoms)
+        loss = _step_loss(images, ensemble, target, mae, config, view_size, views, bn_stats, chunk, randoms, start)
     return images, loss
 
 
@@ -385,6 +403,7 @@ def _step_loss(
     bn_stats: BatchNormStats | None,
     chunk: int | None,
     randoms: StepRandoms,
+    start: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """[B]: each image's loss in this step, with its random numbers drawn beforehand
     (`draw_step_randoms`). Terms that compare the images of a batch (diversity, BN statistics)
@@ -410,7 +429,25 @@ def _step_loss(
             losses = losses + config.bn_weight * bn_loss
     if config.tv_weight > 0:
         losses = losses + config.tv_weight * total_variation(images.float())
+    if config.anchor_weight > 0:
+        if start is None:
+            raise CaGError("anchor_weight needs the start images (the step's region).")
+        losses = losses + config.anchor_weight * anchor_loss(images, start)
     return losses
+
+
+def _region(images01: torch.Tensor, mask: torch.Tensor | None, feather_px: int):
+    """(start images, mask [B, 1, H, W] or None, on the images' device), fixed for the stage."""
+    batch, _, h, w = images01.shape
+    start = images01.detach().float().clamp(0, 1).clone()  # a copy: inputs may be inference tensors
+    if mask is None:
+        return start, None
+    full = mask_for_images(mask, batch, h, w)
+    soft = feather(full, feather_px)
+    if not bool((soft > 0).flatten(1).any(1).all()):
+        raise CaGError(f"feather {feather_px} px leaves nothing of the mask (it is narrower than twice that): "
+                       "lower feather.")
+    return start, soft.to(images01.device)
 
 
 def _classify(
