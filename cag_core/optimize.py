@@ -247,13 +247,13 @@ def optimize(
         streams = ImageStreams.for_batch(seed, batch, stage_purpose(*images01.shape[-2:]))
     if len(streams) != batch:
         raise CaGError(f"optimize got {len(streams)} random streams for {batch} images; give one per image.")
-    region = _region(images01, mask, config.feather) if mask is not None or config.anchor_weight > 0 else None
     first = ensemble.members[0]
     view_size = (config.view_size, config.view_size) if config.view_size else first.input_size
     views = config.augment.crops
 
     with torch.inference_mode(False), torch.enable_grad():
-        # Inputs may be inference tensors (ComfyUI): the parameterization copies them.
+        # Inputs may be inference tensors (ComfyUI): the parameterization and the region copy them.
+        region = _region(images01, mask, config.feather) if mask is not None or config.anchor_weight > 0 else None
         image_fn = parameterize(images01.detach().clone(), config.parameterization)
         optimizer = _make_optimizer(
             config.optimizer, image_fn.params, config.lr, device, capturable=captures(device, config.cuda_graph)

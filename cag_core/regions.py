@@ -22,11 +22,10 @@ from .errors import CaGError
 ANCHOR_GRID = 16  # the anchor compares thumbnails of this many cells per side (fewer for tiny images)
 
 
-def mask_for_images(mask: torch.Tensor, batch: int, height: int, width: int) -> torch.Tensor:
-    """A mask ([H, W], [B, H, W] as ComfyUI's MASK, or [B, 1, H, W]) as [batch, 1, height, width]
-    float in [0, 1]: broadcast from a batch of 1, resized when its size differs (same aspect ratio
-    only). Refuses what cannot be meant: NaN/Inf, an empty mask, another aspect ratio, another
-    batch size."""
+def resize_mask(mask: torch.Tensor, height: int, width: int) -> torch.Tensor:
+    """A mask ([H, W], [B, H, W] as ComfyUI's MASK, or [B, 1, H, W]) as [B, 1, height, width] float in
+    [0, 1], resized when its size differs (bilinear; the same aspect ratio only). NaN/Inf and odd
+    shapes are refused."""
     if not isinstance(mask, torch.Tensor) or mask.dim() not in (2, 3, 4) or (mask.dim() == 4 and mask.shape[1] != 1):
         shape = tuple(mask.shape) if isinstance(mask, torch.Tensor) else type(mask).__name__
         raise CaGError(f"The mask must be [height, width] or [batch, height, width], got {shape}.")
@@ -37,8 +36,6 @@ def mask_for_images(mask: torch.Tensor, batch: int, height: int, width: int) -> 
     bad = int((~torch.isfinite(m)).sum())
     if bad:
         raise CaGError(f"The mask has {bad} NaN or Inf values; an upstream node failed.")
-    if m.shape[0] not in (1, batch):
-        raise CaGError(f"The mask has a batch of {m.shape[0]} but there are {batch} images: give 1 mask or {batch}.")
     mh, mw = m.shape[-2:]
     if (mh, mw) != (height, width):
         # Same aspect ratio up to the rounding of a resize (one pixel of the smaller picture).
@@ -47,7 +44,16 @@ def mask_for_images(mask: torch.Tensor, batch: int, height: int, width: int) -> 
                            "Make the mask from this image (or scale both the same way).")
         shrinking = mh > height or mw > width
         m = F.interpolate(m, size=(height, width), mode="bilinear", align_corners=False, antialias=shrinking)
-    m = m.clamp(0, 1).expand(batch, 1, height, width).contiguous()
+    return m.clamp(0, 1)
+
+
+def mask_for_images(mask: torch.Tensor, batch: int, height: int, width: int) -> torch.Tensor:
+    """`resize_mask` as [batch, 1, height, width], broadcast from a batch of 1. Also refuses an empty
+    mask (nothing may change) and a batch that is neither 1 nor `batch`."""
+    m = resize_mask(mask, height, width)
+    if m.shape[0] not in (1, batch):
+        raise CaGError(f"The mask has a batch of {m.shape[0]} but there are {batch} images: give 1 mask or {batch}.")
+    m = m.expand(batch, 1, height, width).contiguous()
     empty = [i for i in range(batch) if not bool((m[i] > 0).any())]
     if empty:
         which = "The mask is" if m.shape[0] == 1 or len(empty) == batch else f"The mask of image {empty[0]} is"

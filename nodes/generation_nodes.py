@@ -11,6 +11,7 @@ from ..cag_core.augment import AugmentConfig
 from ..cag_core.classifier import as_ensemble
 from ..cag_core.errors import CaGError, NonFiniteLossError, report_out_of_memory
 from ..cag_core.optimize import OptimizeConfig, optimize
+from ..cag_core.regions import resize_mask
 from ..cag_core.parameterization import PARAMETERIZATIONS
 from ..cag_core.progressive import (
     MAX_SIDE, NOISE_KINDS, UPSAMPLE_METHODS, check_size, init_noise, noise_streams, upsample,
@@ -154,6 +155,17 @@ class CaGOptimize:
             },
             "optional": {
                 "mae": (MAE, {"tooltip": "Masked Autoencoder that reconstructs the image every step (recommended)."}),
+                "mask": ("MASK", {
+                    "tooltip": "Only the masked region changes (1 = may change, 0 = kept exactly), e.g. from Load Image's "
+                    "mask editor or Pad Image for Outpainting. Resized to the image if its size differs.",
+                }),
+                "feather": ("INT", {"default": 0, "min": 0, "max": 256, "step": 1,
+                                    "tooltip": "With a mask: px over which the mask fades in inside its edge (a softer "
+                                    "seam). Pixels outside the mask stay exact."}),
+                "anchor_weight": ("FLOAT", {"default": 0.0, "min": 0.0, "max": 10000.0, "step": 0.5,
+                                            "tooltip": "Keep the result close to the start image (its 16x16 colour "
+                                            "layout): 0 = off; 10-100 keeps a photo's layout while the class changes "
+                                            "(img2img)."}),
                 "target_text": ("STRING", {
                     "multiline": True,
                     "default": "",
@@ -165,18 +177,28 @@ class CaGOptimize:
         }
 
     @classmethod
-    def VALIDATE_INPUTS(cls, steps, target_text=""):
+    def VALIDATE_INPUTS(cls, steps, target_text="", feather=0, anchor_weight=0.0):
         def check_steps():
             if not 1 <= int(steps) <= MAX_STEPS:
                 raise CaGError(f"steps must be between 1 and {MAX_STEPS}, got {steps}.")
 
+        def check_anchor():
+            # NaN passes ComfyUI's own min/max check (every comparison with NaN is False).
+            if not (isinstance(anchor_weight, (int, float)) and math.isfinite(anchor_weight) and anchor_weight >= 0):
+                raise CaGError(f"anchor_weight must be a number >= 0 (0 = off), got {anchor_weight}.")
+
         results = [validation_result(check_steps)] if steps is not None else []
+        if anchor_weight is not None:
+            results.append(validation_result(check_anchor))
+        if feather is not None and not 0 <= int(feather) <= 256:
+            results.append(f"feather must be between 0 and 256 px, got {feather}.")
         if isinstance(target_text, str) and target_text.strip():
             results.append(validation_result(lambda: check_target_grammar(target_text)))
         return first_failure(*results)
 
     def optimize_images(self, image, classifier, target_class, steps, lr, crops, parameterization, mask_ratio,
-                        diversity_weight, bn_weight, tv_weight, seed, mae=None, target_text="", unique_id=None):
+                        diversity_weight, bn_weight, tv_weight, seed, mae=None, target_text="", mask=None,
+                        feather=0, anchor_weight=0.0, unique_id=None):
         ensemble = as_ensemble(classifier)
         device = ensemble.members[0].device
         images = comfy_to_engine(image)
@@ -190,12 +212,13 @@ class CaGOptimize:
         config = OptimizeConfig(
             steps=steps, lr=lr, parameterization=parameterization, augment=AugmentConfig(crops=crops),
             mask_ratio=mask_ratio, diversity_weight=diversity_weight, bn_weight=bn_weight, tv_weight=tv_weight,
+            anchor_weight=float(anchor_weight), feather=int(feather),
         )
         progress = OptimizeProgress(steps, unique_id)
         with report_out_of_memory(images.shape[0], tuple(images.shape[-2:]), device):
             result = optimize(
                 images, ensemble, target, config=config, mae=mae,
-                seed=int(seed), callback=progress,
+                seed=int(seed), callback=progress, mask=mask,
             )
         if not torch.isfinite(result.images).all():  # never hand on a garbage image silently
             raise NonFiniteLossError("The optimized images contain NaN or Inf values; lower lr or the loss weights.")
@@ -245,9 +268,10 @@ def _check_side(value: int, name: str) -> None:
 class CaGUpsample:
     DESCRIPTION = "Resizes images between optimization stages (e.g. 64 -> 128 -> 256) by a factor or to a size."
     CATEGORY = CATEGORY
-    RETURN_TYPES = ("IMAGE",)
-    RETURN_NAMES = ("images",)
-    OUTPUT_TOOLTIPS = ("The resized images.",)
+    RETURN_TYPES = ("IMAGE", "MASK")
+    RETURN_NAMES = ("images", "mask")
+    OUTPUT_TOOLTIPS = ("The resized images.",
+                       "The mask resized to the new size (all ones when no mask is connected), for the next stage.")
     FUNCTION = "upsample_images"
 
     @classmethod
@@ -262,7 +286,10 @@ class CaGUpsample:
                 "height": ("INT", {"default": 0, "min": 0, "max": MAX_SIDE, "step": 8,
                                    "tooltip": "Target height; 0 = from scale_by (or from width, keeping the aspect)."}),
                 "method": (list(UPSAMPLE_METHODS), {"default": "bicubic", "tooltip": "Interpolation."}),
-            }
+            },
+            "optional": {
+                "mask": ("MASK", {"tooltip": "A mask to resize along (inpainting / outpainting between stages)."}),
+            },
         }
 
     @classmethod
@@ -273,13 +300,17 @@ class CaGUpsample:
             checks.append(lambda: _check_scale(scale_by))
         return first_failure(*(validation_result(check) for check in checks))
 
-    def upsample_images(self, image, scale_by: float, width: int, height: int, method: str):
+    def upsample_images(self, image, scale_by: float, width: int, height: int, method: str, mask=None):
         check_image(image)
         if not (width and height):
             _check_scale(scale_by)
         images = image.movedim(-1, 1).float()  # any channel count: resizing does not care
         size = upsampled_size(images.shape[-2], images.shape[-1], scale_by, width, height)
-        return (engine_to_comfy(upsample(images, *size, method)),)
+        if mask is None:
+            resized_mask = torch.ones(images.shape[0], *size)
+        else:
+            resized_mask = resize_mask(mask, *size)[:, 0].cpu()
+        return engine_to_comfy(upsample(images, *size, method)), resized_mask
 
 
 NODE_CLASS_MAPPINGS = {

@@ -319,16 +319,74 @@ def test_init_noise_validation(comfy, inputs, words):
 )
 def test_upsample_by_factor_or_size(comfy, scale_by, width, height, expected):
     """Factor when both sizes are 0; one size keeps the aspect ratio; both sizes are exact."""
-    (out,) = run_node(comfy.node("CaGUpsample"), image=comfy_image(2, 24, 40), scale_by=scale_by, width=width,
-                      height=height, method="bicubic")
+    out, mask = run_node(comfy.node("CaGUpsample"), image=comfy_image(2, 24, 40), scale_by=scale_by, width=width,
+                         height=height, method="bicubic")
+    assert mask.shape == (2, *expected) and bool((mask == 1).all())  # no mask in: all may change
     assert out.shape == (2, *expected, 3) and out.dtype == torch.float32
     assert 0 <= out.min() and out.max() <= 1
 
 
 def test_upsample_keeps_alpha(comfy):
-    (out,) = run_node(comfy.node("CaGUpsample"), image=comfy_image(1, 10, 12, channels=4), scale_by=2.0, width=0,
+    out, _ = run_node(comfy.node("CaGUpsample"), image=comfy_image(1, 10, 12, channels=4), scale_by=2.0, width=0,
                       height=0, method="nearest")
     assert out.shape == (1, 20, 24, 4)
+
+
+def _box_mask(batch, height, width):
+    """A MASK as Load Image makes it ([B, H, W], 1 = may change), in inference mode."""
+    with torch.inference_mode():
+        mask = torch.zeros(batch, height, width)
+        mask[:, height // 4: 3 * height // 4, width // 4: 3 * width // 4] = 1
+        return mask
+
+
+def test_mask_survives_the_upsample_between_stages(comfy):
+    """Stage 1 with a mask -> CaG Upsample (image and mask) -> stage 2 with the resized mask: in
+    each stage the unmasked pixels are that stage's input exactly, also after the 8-bit round trip."""
+    classifier = load_classifier(comfy)
+    image, mask = comfy_image(1, 16, 24), _box_mask(1, 16, 24)
+    stage1, _ = optimize(comfy, image, classifier, mask=mask, steps=3)
+    keep = (mask == 0).unsqueeze(-1).expand_as(image)
+    assert torch.equal(stage1[keep], image[keep]) and not torch.equal(stage1[~keep], image[~keep])
+    up, up_mask = run_node(comfy.node("CaGUpsample"), image=stage1, scale_by=2.0, width=0, height=0,
+                           method="bicubic", mask=mask)
+    assert up_mask.shape == (1, 32, 48) and up.shape == (1, 32, 48, 3)
+    stage2, _ = optimize(comfy, up, classifier, mask=up_mask, steps=3, feather=2)
+    keep2 = (up_mask == 0).unsqueeze(-1).expand_as(up)
+    assert torch.equal(stage2[keep2], up[keep2])
+    to8 = lambda x: (x * 255).round().to(torch.uint8)  # noqa: E731
+    assert torch.equal(to8(stage2)[keep2], to8(up)[keep2])
+    # The same half-size mask also works directly: CaG Optimize resizes it to the image.
+    direct, _ = optimize(comfy, up, classifier, mask=mask, steps=2)
+    assert direct.shape == up.shape
+
+
+def test_anchor_weight_and_bad_masks_at_the_node(comfy):
+    classifier = load_classifier(comfy)
+    image = comfy_image(2, 16, 16)
+    anchored, _ = optimize(comfy, image, classifier, steps=2, anchor_weight=50.0)
+    assert anchored.shape == image.shape
+    with pytest.raises(CaGError(comfy), match="empty"):
+        optimize(comfy, image, classifier, steps=1, mask=torch.zeros(1, 16, 16))
+    with pytest.raises(CaGError(comfy), match="another aspect ratio"):
+        optimize(comfy, image, classifier, steps=1, mask=torch.ones(1, 16, 32))
+    with pytest.raises(CaGError(comfy), match="batch of 3"):
+        optimize(comfy, image, classifier, steps=1, mask=torch.ones(3, 16, 16))
+    result = comfy.pack.NODE_CLASS_MAPPINGS["CaGOptimize"].VALIDATE_INPUTS(steps=10, anchor_weight=float("nan"))
+    assert isinstance(result, str) and "anchor_weight" in result
+
+
+def test_init_noise_rows_do_not_depend_on_the_batch_size(comfy):
+    """Image i of a batch is that image at any batch size (its own stream), in CaG Init Noise and
+    through CaG Optimize."""
+    node = comfy.node("CaGInitNoise")
+    (three,) = run_node(node, width=16, height=16, batch_size=3, noise="gray", seed=5)
+    (one,) = run_node(node, width=16, height=16, batch_size=1, noise="gray", seed=5)
+    assert torch.equal(three[:1], one)
+    classifier = load_classifier(comfy)
+    out3, _ = optimize(comfy, three, classifier, steps=2, seed=8)
+    out1, _ = optimize(comfy, one, classifier, steps=2, seed=8)
+    assert torch.equal(out3[:1], out1)
 
 
 # --------------------------------------------------------------------------------------------

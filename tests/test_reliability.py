@@ -508,7 +508,7 @@ def test_many_queued_runs_complete_reuse_models_and_keep_memory_flat(comfy, monk
         images, report = optimize(comfy, noise, classifier, mae=mae, seed=seed, crops=2, bn_weight=0.01,
                                   target_text="tabby:0.7 | tiger cat:0.3")
         if seed % 3 == 0:
-            (images,) = run_node(comfy.node("CaGUpsample"), image=images, **UPSAMPLE)
+            images, _ = run_node(comfy.node("CaGUpsample"), image=images, **UPSAMPLE)
         assert torch.isfinite(images).all() and "2 steps" in report
         return classifier, mae, images
 

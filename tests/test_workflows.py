@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import REPO_ROOT, run_node, substitute_tiny
+from conftest import REPO_ROOT, TINY_CLASSIFIER, run_node, substitute_tiny
 
 WORKFLOW_DIR = REPO_ROOT / "workflows"
 UI_FILES = sorted(WORKFLOW_DIR.glob("*.json"))
@@ -183,3 +183,21 @@ def test_api_workflow_runs_end_to_end(path: Path, classes, comfy):
     assert 0.0 <= images.min() and images.max() <= 1.0
     steps = [n["inputs"]["steps"] for n in prompt.values() if n["class_type"] == "CaGOptimize"]
     assert len(comfy.progress.updates) == sum(steps)  # every step reported (and interruptible)
+
+
+def test_quick_start_workflow_equals_the_command_line_engine(classes, comfy):
+    """The quick start's nodes (one seed for the noise and every stage) give the images that
+    `cag_core.progressive.generate(seed=...)` -- what `python -m cag_core generate` runs -- gives
+    for the same classifier, class, seed and recipe, bit for bit."""
+    from cag_core.progressive import ProgressiveConfig, generate
+    from cag_core.timm_classifier import classifier_from_file
+
+    prompt = substitute_tiny(json.loads((WORKFLOW_DIR / "api" / "cag_quick_start.json").read_text()))
+    saved = SavedImages()
+    execute(prompt, classes, saved)
+    noise = next(n["inputs"] for n in prompt.values() if n["class_type"] == "CaGInitNoise")
+    target = next(n["inputs"]["class_name"] for n in prompt.values() if n["class_type"] == "CaGClassPicker")
+    path = comfy.folder_paths.get_full_path("cag_classifiers", TINY_CLASSIFIER)
+    engine = generate(classifier_from_file(path), target, batch=noise["batch_size"], seed=noise["seed"],
+                      config=ProgressiveConfig(sizes=(16, 32, 64), steps=(2,))).images
+    assert torch.equal(saved.images[0], engine.movedim(1, -1))

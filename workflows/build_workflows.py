@@ -103,8 +103,10 @@ def _stage_chain(first_id: int, classifier: int, target: int | None, mae: int | 
             image += 1
         nodes.append(Node(
             image + 1, "CaGOptimize",
+            # One seed for the noise and every stage, as `python -m cag_core generate --seed` uses it: the
+            # stages still draw different views (each stage's streams are keyed by its image size).
             {"target_class": target_class, "steps": steps, "lr": 0.05, "crops": 2, "parameterization": "fourier",
-             "seed": seed + stage},
+             "seed": seed},
             {"image": (image, 0), **optimize_links}, title=f"Optimize {side}x{side}",
         ))
         image += 1
