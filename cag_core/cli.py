@@ -14,6 +14,7 @@ import time
 from dataclasses import replace
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from . import evaluate
@@ -43,6 +44,16 @@ def build_parser() -> argparse.ArgumentParser:
     what.add_argument("--negative", default="", help="negative prompts for --text, '|'-separated")
     what.add_argument("--clip", default="ViT-B-32/laion2b_s34b_b79k",
                       help="CLIP 'model/pretrained-tag' for --text, or 'model@path/to/checkpoint.safetensors'")
+    start = gen.add_argument_group("start from a picture (inpaint, outpaint, img2img)")
+    start.add_argument("--init", default=None, metavar="PHOTO",
+                       help="start from this picture instead of noise; the last stage is its own size")
+    start.add_argument("--mask", default=None, metavar="MASK.png",
+                       help="only this region may change: white = change, black = keep (an RGBA file: transparent = "
+                       "change, as ComfyUI's Load Image). Default with an RGBA --init: its alpha")
+    start.add_argument("--anchor", type=float, default=DEFAULTS.stage.anchor_weight, metavar="W",
+                       help="keep the result's 16x16 colour layout close to the start (0 = off; 10-100 for img2img)")
+    start.add_argument("--feather", type=int, default=DEFAULTS.stage.feather, metavar="PX",
+                       help="with a mask: px over which it fades in inside its edge")
     add_model_arguments(gen)
     run = add_run_arguments(gen)
     run.add_argument("--batch", type=int, default=None, help="images to generate (default: one per --class)")
@@ -134,6 +145,8 @@ def config_from_args(args: argparse.Namespace) -> ProgressiveConfig:
         diversity_weight=args.diversity,
         bn_weight=args.bn,
         tv_weight=args.tv,
+        anchor_weight=getattr(args, "anchor", DEFAULTS.stage.anchor_weight),
+        feather=getattr(args, "feather", DEFAULTS.stage.feather),
         autocast=args.autocast,
         cuda_graph=args.cuda_graph,
         compile=args.compile,
@@ -196,6 +209,38 @@ def save_images(images: torch.Tensor, out: str | Path, grid: str | Path | None =
     return paths
 
 
+def read_picture(path: str | Path) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """(RGB [1, 3, H, W] in [0, 1], alpha [H, W] in [0, 1] or None) of an image file."""
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(path) as picture:
+            picture.load()
+    except FileNotFoundError:
+        raise CaGError(f"No picture at {path}.") from None
+    except (UnidentifiedImageError, OSError) as exc:
+        raise CaGError(f"{path} is not a readable picture ({exc}).") from None
+    rgb = torch.from_numpy(np.array(picture.convert("RGB"))).permute(2, 0, 1)[None].float() / 255
+    alpha = None
+    if "A" in picture.getbands() or "transparency" in picture.info:
+        alpha = torch.from_numpy(np.array(picture.convert("RGBA").getchannel("A"))).float() / 255
+    return rgb, alpha
+
+
+def load_start_picture(init: str | None, mask: str | None) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+    """--init and --mask as tensors. The mask: a file's alpha (transparent = change) if it has one,
+    else its gray level (white = change); with no --mask, an RGBA --init's own alpha."""
+    if init is None:
+        if mask is not None:
+            raise CaGError("--mask needs --init: the picture whose pixels it keeps or changes.")
+        return None, None
+    picture, alpha = read_picture(init)
+    if mask is None:  # a fully opaque alpha channel means no mask, not an empty one
+        return picture, (1 - alpha) if alpha is not None and bool((alpha < 1).any()) else None
+    mask_rgb, mask_alpha = read_picture(mask)
+    return picture, (1 - mask_alpha) if mask_alpha is not None else mask_rgb[0].mean(0)
+
+
 def run_generate(args: argparse.Namespace) -> list[Path]:
     device = resolve_device(args.device)
     config = config_from_args(args)
@@ -216,10 +261,11 @@ def run_generate(args: argparse.Namespace) -> list[Path]:
             bar.set_postfix(loss=f"{loss:.3f}")
             bar.update(1)
 
+    init, mask = load_start_picture(args.init, args.mask)
     start = time.perf_counter()
     try:
         result = generate(classifier, target, batch=batch, seed=args.seed, config=config, mae=mae, device=device,
-                          callback=callback)
+                          callback=callback, init=init, mask=mask)
     finally:
         if bar is not None:
             bar.close()

@@ -17,6 +17,7 @@ import torch.nn.functional as F
 from .classifier import Classifier, Ensemble, as_ensemble
 from .errors import CaGError, report_out_of_memory
 from .optimize import Callback, OptimizeConfig, Reconstructor, optimize
+from .regions import composite, mask_for_images
 from .streams import NOISE, ImageStreams, Key, stage_purpose
 from .targets import Target, parse_target
 
@@ -116,6 +117,8 @@ def generate(
     device: str | torch.device | None = None,
     callback: StageCallback | None = None,
     keys: Sequence[Key] | None = None,
+    init: torch.Tensor | None = None,
+    mask: torch.Tensor | None = None,
 ) -> GenerateResult:
     """Noise -> optimize at sizes[0] -> upsample -> optimize at sizes[1] -> ...
 
@@ -123,6 +126,12 @@ def generate(
         image's noise is drawn from `(*key, "noise")` and the stage at size S from
         `(*key, "optimize", S, S)`, exactly what CaG Init Noise and CaG Optimize draw with that
         seed, so a workflow and this function give the same images.
+    init: start from this picture ([1 or B, 3, H, W] in [0, 1]) instead of noise. The last stage
+        is then the picture's own size and the earlier ones scale it by sizes[i] / sizes[-1]
+        (64 -> 128 -> 256 on a 300x450 photo: 75x112, 150x225, 300x450).
+    mask: with `init`, only this region may change (regions.py: 1 = may change); every stage
+        starts from the picture at its size where the mask is 0, so the result keeps the
+        picture's own pixels there.
     callback(stage, stages, step, steps, images, loss) is called every step; True stops the run.
     """
     ensemble = as_ensemble(classifier)
@@ -135,19 +144,29 @@ def generate(
         raise CaGError(f"generate got {len(keys)} image keys for a batch of {batch}.")
     if isinstance(target, str):
         target = parse_target(target, ensemble.class_names, batch)
-    images = init_noise(ImageStreams.derived(keys, (NOISE,)), config.sizes[0], config.sizes[0], config.noise,
-                        device=device)
+    if mask is not None and init is None:
+        raise CaGError("A mask needs a start picture (init): it says which of its pixels may change.")
+    if init is None:
+        sides = [(s, s) for s in config.sizes]
+        images = init_noise(ImageStreams.derived(keys, (NOISE,)), *sides[0], config.noise, device=device)
+    else:
+        init = _batch_of(init, batch).to(device)
+        sides = stage_sides(tuple(init.shape[-2:]), config.sizes)
+        images = init
     stage_losses: list[list[float]] = []
     image_losses: list[float] = []
-    for stage, (size, stage_config) in enumerate(zip(config.sizes, stage_configs)):
-        images = upsample(images, size, size, config.upsample_method)
+    for stage, ((h, w), stage_config) in enumerate(zip(sides, stage_configs)):
+        images = upsample(images, h, w, config.upsample_method)
+        if mask is not None:  # the kept region: the picture itself at this size, not an upsampled copy
+            images = composite(images, upsample(init, h, w, config.upsample_method), mask_for_images(mask, batch, h, w)
+                               .to(device))
         stage_callback: Callback | None = None
         if callback is not None:
             stage_callback = _bind_stage(callback, stage, len(config.sizes))
-        with report_out_of_memory(batch, (size, size), device):
+        with report_out_of_memory(batch, (h, w), device):
             result = optimize(
                 images, ensemble, target, config=stage_config, mae=mae,
-                streams=ImageStreams.derived(keys, stage_purpose(size, size)), callback=stage_callback,
+                streams=ImageStreams.derived(keys, stage_purpose(h, w)), callback=stage_callback, mask=mask,
             )
         images = result.images
         stage_losses.append(result.losses)
@@ -155,6 +174,19 @@ def generate(
         if result.stopped_early:
             break
     return GenerateResult(images, stage_losses, target.labels, image_losses)
+
+
+def _batch_of(init: torch.Tensor, batch: int) -> torch.Tensor:
+    if init.dim() != 4 or init.shape[1] != 3 or init.shape[0] not in (1, batch):
+        raise CaGError(f"The start picture must be [1 or {batch}, 3, height, width], got {tuple(init.shape)}.")
+    check_size(*init.shape[-2:], "The start picture")
+    return init.float().clamp(0, 1).expand(batch, -1, -1, -1)
+
+
+def stage_sides(final: tuple[int, int], sizes: Sequence[int]) -> list[tuple[int, int]]:
+    """(height, width) of each stage for a picture of size `final`: scaled by sizes[i] / sizes[-1]."""
+    h, w = final
+    return [(max(1, round(h * s / sizes[-1])), max(1, round(w * s / sizes[-1]))) for s in sizes]
 
 
 def _bind_stage(callback: StageCallback, stage: int, stages: int) -> Callback:

@@ -150,3 +150,53 @@ def test_png_round_trip_of_a_real_photo(tmp_path):
     back = np.asarray(Image.open(tmp_path / "out.png"))
     keep = mask.numpy() == 0
     assert np.array_equal(back[keep], photo[keep]) and not np.array_equal(back[~keep], photo[~keep])
+
+
+# -- the same through generate() and the command line ------------------------------------------
+
+
+def test_generate_from_a_photo_keeps_its_pixels_outside_the_mask():
+    """Progressive stages from a picture: the last stage is the picture's size, and its unmasked
+    pixels are the picture's own (not an upsampled copy of an earlier stage)."""
+    from cag_core.progressive import ProgressiveConfig, generate, stage_sides
+
+    photo, mask = _photo(batch=1, h=36, w=48), torch.zeros(36, 48)
+    mask[8:28, 12:36] = 1
+    config = ProgressiveConfig(sizes=(16, 32, 64), steps=(3,))
+    assert stage_sides((36, 48), config.sizes) == [(9, 12), (18, 24), (36, 48)]
+    out = generate(tiny_classifier(), "class 2", batch=2, config=config, init=photo, mask=mask).images
+    keep = (mask == 0).expand(2, 3, -1, -1)
+    assert out.shape == (2, 3, 36, 48) and torch.equal(out[keep], photo.expand(2, -1, -1, -1)[keep])
+    assert not torch.equal(out[0], out[1])  # each image its own stream
+    with pytest.raises(CaGError, match="needs a start picture"):
+        generate(tiny_classifier(), "class 2", config=config, mask=mask)
+
+
+def test_cli_init_mask_anchor(tmp_path, capsys):
+    """generate --init PHOTO --mask MASK.png: white = change; an RGBA init's alpha is the mask by
+    default (transparent = change, as Load Image); --anchor runs img2img."""
+    from PIL import Image
+
+    from cag_core.cli import main
+    from tiny import save_tiny_classifier
+
+    weights = save_tiny_classifier(tmp_path / "tiny.safetensors")
+    rgb = (np.random.default_rng(0).random((24, 32, 3)) * 255).astype(np.uint8)
+    Image.fromarray(rgb).save(tmp_path / "photo.png")
+    white = np.zeros((24, 32), np.uint8)
+    white[4:16, 8:24] = 255
+    Image.fromarray(white).save(tmp_path / "mask.png")
+    rgba = np.dstack([rgb, 255 - white])  # transparent where the mask is white
+    Image.fromarray(rgba).save(tmp_path / "holed.png")
+    common = ["generate", "--classifier", str(weights), "--class", "class 3", "--sizes", "16", "32", "--steps", "2",
+              "--quiet"]
+    for init, extra in (("photo.png", ["--mask", str(tmp_path / "mask.png")]), ("holed.png", [])):
+        out = tmp_path / f"out_{init}"
+        assert main([*common, "--init", str(tmp_path / init), *extra, "--out", str(out)]) == 0
+        result = np.asarray(Image.open(out))
+        keep = white == 0
+        assert result.shape == (24, 32, 3) and np.array_equal(result[keep], rgb[keep])
+        assert not np.array_equal(result[~keep], rgb[~keep])
+    assert main([*common, "--init", str(tmp_path / "photo.png"), "--anchor", "50", "--out", str(tmp_path / "a.png")]) == 0
+    assert main([*common, "--mask", str(tmp_path / "mask.png"), "--out", str(tmp_path / "b.png")]) == 2
+    assert "--mask needs --init" in capsys.readouterr().err
