@@ -16,6 +16,7 @@ from pathlib import Path
 
 import torch
 
+from . import cli_classify
 from .augment import AugmentConfig
 from .class_names import imagenet_class_names, short_name
 from .classifier import combine
@@ -81,6 +82,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     classes = commands.add_parser("classes", help="list ImageNet class names (optionally matching a word)")
     classes.add_argument("query", nargs="?", default="")
+    cli_classify.add_parser(commands)
     return parser
 
 
@@ -218,6 +220,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.command == "generate":
             run_generate(args)
+        elif args.command == "classify":
+            cli_classify.run(args)
         else:
             run_classes(args)
     except CaGError as exc:
