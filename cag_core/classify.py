@@ -120,6 +120,10 @@ def _check_images(images: torch.Tensor | Sequence[torch.Tensor]) -> int:
     for item in items:
         if item.numel() == 0:
             raise CaGError(f"Cannot classify an empty image (shape {tuple(item.shape)}).")
+    tensors = [images] if isinstance(images, torch.Tensor) else items
+    bad = sum(int((~torch.isfinite(t)).sum()) for t in tensors)
+    if bad:
+        raise CaGError(f"The images have {bad} NaN or Inf values; the step that made them failed, so fix that first.")
     return len(images)
 
 

@@ -118,6 +118,7 @@ def test_top_k_is_sorted_and_capped_at_the_number_of_classes():
         (dict(target="class 1:-1"), "no class with a positive weight"),
         (dict(images01=torch.rand(0, 3, 8, 8)), "No images"),
         (dict(images01=torch.rand(2, 4, 8, 8)), "Expected RGB images"),
+        (dict(images01=[torch.rand(3, 8, 8), torch.full((3, 4, 4), float("inf"))]), "48 NaN or Inf values"),
     ],
 )
 def test_bad_input_is_one_sentence(kwargs, words):
