@@ -21,9 +21,10 @@ def _inside_comfyui() -> bool:
 
 if _inside_comfyui():
     try:
-        from .nodes import NODE_CLASS_MAPPINGS, NODE_DISPLAY_NAME_MAPPINGS, register_model_folders
+        from .nodes import NODE_CLASS_MAPPINGS, NODE_DISPLAY_NAME_MAPPINGS, install_example_inputs, register_model_folders
 
         register_model_folders()
+        install_example_inputs()  # the example workflows' start photos; never fails the load
     except ImportError as exc:
         # Only a missing/broken dependency is caught; a bug in the pack should show its traceback.
         logging.getLogger(__name__).error("comfyui-cag: nodes disabled, %s", exc)

@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from . import evaluate
+from . import cli_classify, evaluate
 from .augment import AugmentConfig
 from .class_names import imagenet_class_names, short_name
 from .classifier import combine
@@ -71,6 +71,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     dataset.add_parser(commands)
     evaluate.add_parser(commands)
+    cli_classify.add_parser(commands)
     return parser
 
 
@@ -289,6 +290,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.command == "generate":
             run_generate(args)
+        elif args.command == "classify":
+            cli_classify.run(args)
         elif args.command == "classes":
             run_classes(args)
         elif args.command == "evaluate":

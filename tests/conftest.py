@@ -7,7 +7,8 @@ under the name `comfyui_cag`. Node tests therefore use the pack's own engine mod
 
 Stubbed ComfyUI modules (installed with `patch.dict(sys.modules)` for the session that uses them):
 - `folder_paths`: a folder registry over a temporary models directory, with the same semantics
-  as ComfyUI's (core's "classifiers" key with its `{""}` filter, recursive listing, followlinks);
+  as ComfyUI's (core's "classifiers" key with its `{""}` filter, recursive listing, followlinks),
+  and `get_input_directory()`: a temporary `input` folder beside it (Load Image's folder);
 - `comfy.utils.ProgressBar`: records every `update_absolute` call and can raise the interrupt
   exception after N updates, as ComfyUI's hook does when the user presses Cancel;
 - `comfy.model_management`: `get_torch_device()` -> cpu and `InterruptProcessingException`.
@@ -78,6 +79,9 @@ class ProgressLog:
 def make_folder_paths(models_dir: Path) -> ModuleType:
     fp = ModuleType("folder_paths")
     fp.models_dir = str(models_dir)
+    # Like ComfyUI's: <base>/input, which exists from startup.
+    fp.input_directory = str(models_dir.parent / "input")
+    os.makedirs(fp.input_directory, exist_ok=True)
     fp.supported_pt_extensions = set(SUPPORTED_PT_EXTENSIONS)
     fp.folder_names_and_paths = {}
 
@@ -116,7 +120,11 @@ def make_folder_paths(models_dir: Path) -> ModuleType:
                 return path
         return None
 
+    def get_input_directory():
+        return fp.input_directory
+
     fp.reset = reset
+    fp.get_input_directory = get_input_directory
     fp.add_model_folder_path = add_model_folder_path
     fp.get_folder_paths = get_folder_paths
     fp.get_filename_list = get_filename_list

@@ -31,7 +31,7 @@ from tiny import TINY_ARCH
 
 ALL_NODES = {
     "CaGLoadClassifier", "CaGLoadMAE", "CaGTextClassifier", "CaGCombineClassifiers", "CaGClassPicker",
-    "CaGInitNoise", "CaGOptimize", "CaGUpsample",
+    "CaGInitNoise", "CaGOptimize", "CaGUpsample", "CaGClassify",
 }
 OPTIMIZE_DEFAULTS = dict(
     target_class="207: golden retriever", steps=3, lr=0.05, crops=1, parameterization="fourier", mask_ratio=0.75,

@@ -44,7 +44,7 @@ PACK_DIR_NAME = "comfyui-cag"
 API_FILES = sorted((REPO_ROOT / "workflows" / "api").glob("*.json"))
 ALL_NODES = {
     "CaGLoadClassifier", "CaGLoadMAE", "CaGTextClassifier", "CaGCombineClassifiers", "CaGClassPicker",
-    "CaGInitNoise", "CaGOptimize", "CaGUpsample",
+    "CaGInitNoise", "CaGOptimize", "CaGUpsample", "CaGClassify",
 }
 STARTUP_TIMEOUT_S = 240
 RUN_TIMEOUT_S = 300

@@ -165,7 +165,9 @@ def execute(prompt: dict, classes: dict, saved: SavedImages) -> dict:
         kwargs = {k: outputs[v[0]][v[1]] if isinstance(v, list) else v for k, v in node["inputs"].items()}
         if "unique_id" in cls.INPUT_TYPES().get("hidden", {}):
             kwargs["unique_id"] = node_id
-        outputs[node_id] = run_node(cls(), **kwargs)
+        result = run_node(cls(), **kwargs)
+        # An output node may return {"ui": ..., "result": (...)}; the graph links to "result".
+        outputs[node_id] = result["result"] if isinstance(result, dict) else result
     return outputs
 
 

@@ -29,3 +29,19 @@ export function sparklinePoints(losses, width, height) {
   const span = Math.max(...losses) - lo || 1;
   return losses.map((value, i) => [(i / (losses.length - 1)) * width, height - ((value - lo) / span) * height]);
 }
+
+// The report a CaG Classify node shows: ComfyUI hands the node's ui.text over as a list of
+// strings. Long lines are cut and long reports capped, so a big batch cannot grow the node
+// without bound.
+export const REPORT_MAX_LINES = 40;
+export const REPORT_MAX_CHARS = 72;
+
+export function reportLines(text, maxLines = REPORT_MAX_LINES, maxChars = REPORT_MAX_CHARS) {
+  const joined = Array.isArray(text) ? text.join("\n") : String(text ?? "");
+  if (!joined) return [];
+  const lines = joined.split("\n").map((line) => (line.length > maxChars ? `${line.slice(0, maxChars - 1)}…` : line));
+  if (lines.length <= maxLines) return lines;
+  const kept = lines.slice(0, maxLines - 1);
+  kept.push(`… ${lines.length - kept.length} more lines (see the report output)`);
+  return kept;
+}
