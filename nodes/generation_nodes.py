@@ -11,7 +11,7 @@ from ..cag_core.augment import AugmentConfig
 from ..cag_core.classifier import as_ensemble
 from ..cag_core.errors import CaGError, NonFiniteLossError, report_out_of_memory
 from ..cag_core.optimize import OptimizeConfig, optimize
-from ..cag_core.regions import resize_mask
+from ..cag_core.regions import composite, resize_mask
 from ..cag_core.parameterization import PARAMETERIZATIONS
 from ..cag_core.progressive import (
     MAX_SIDE, NOISE_KINDS, UPSAMPLE_METHODS, check_size, init_noise, noise_streams, upsample,
@@ -289,6 +289,10 @@ class CaGUpsample:
             },
             "optional": {
                 "mask": ("MASK", {"tooltip": "A mask to resize along (inpainting / outpainting between stages)."}),
+                "original": ("IMAGE", {
+                    "tooltip": "With a mask: where the mask is 0, take this picture (resized) instead of the upsampled "
+                    "image, so the next stage keeps the photo's own sharp pixels (outpainting at full size).",
+                }),
             },
         }
 
@@ -300,17 +304,31 @@ class CaGUpsample:
             checks.append(lambda: _check_scale(scale_by))
         return first_failure(*(validation_result(check) for check in checks))
 
-    def upsample_images(self, image, scale_by: float, width: int, height: int, method: str, mask=None):
+    def upsample_images(self, image, scale_by: float, width: int, height: int, method: str, mask=None,
+                        original=None):
         check_image(image)
         if not (width and height):
             _check_scale(scale_by)
         images = image.movedim(-1, 1).float()  # any channel count: resizing does not care
         size = upsampled_size(images.shape[-2], images.shape[-1], scale_by, width, height)
+        resized = upsample(images, *size, method)
         if mask is None:
-            resized_mask = torch.ones(images.shape[0], *size)
-        else:
-            resized_mask = resize_mask(mask, *size)[:, 0].cpu()
-        return engine_to_comfy(upsample(images, *size, method)), resized_mask
+            if original is not None:
+                raise CaGError("original needs a mask: it fills the region where the mask is 0.")
+            return engine_to_comfy(resized), torch.ones(images.shape[0], *size)
+        resized_mask = resize_mask(mask, *size)[:, 0].cpu()
+        if resized_mask.shape[0] not in (1, images.shape[0]):
+            raise CaGError(f"The mask has a batch of {resized_mask.shape[0]} but there are {images.shape[0]} images: "
+                           f"give 1 mask or {images.shape[0]}.")
+        if original is not None:
+            base = upsample(comfy_to_engine(original), *size, method)
+            if resized.shape[1] != 3:
+                resized = comfy_to_engine(engine_to_comfy(resized))
+            if base.shape[0] not in (1, resized.shape[0]):
+                raise CaGError(f"original has {base.shape[0]} images but image has {resized.shape[0]}: give 1 or the same.")
+            weights = resized_mask.unsqueeze(1).expand(resized.shape[0], 1, *size)
+            resized = composite(resized, base.expand_as(resized), weights)
+        return engine_to_comfy(resized), resized_mask
 
 
 NODE_CLASS_MAPPINGS = {

@@ -552,3 +552,18 @@ def test_out_of_memory_becomes_one_sentence_with_a_smaller_batch(comfy, monkeypa
     monkeypatch.setattr(comfy.nodes.generation_nodes, "optimize", run_out_of_memory)
     with pytest.raises(CaGError(comfy), match="Out of memory on cpu generating batch 4 at 40x24: try batch 2"):
         optimize(comfy, comfy_image(4, 24, 40), load_classifier(comfy), steps=1)
+
+
+def test_upsample_pastes_the_original_back_where_the_mask_is_zero(comfy):
+    """With mask and original, the kept region of the upsampled image is the original's own pixels
+    at the new size (outpainting: stage 2 keeps the photo sharp); without a mask, original is refused."""
+    original = comfy_image(1, 32, 48, seed=3)
+    small = comfy_image(1, 16, 24, seed=4)
+    mask = _box_mask(1, 32, 48)
+    up, up_mask = run_node(comfy.node("CaGUpsample"), image=small, scale_by=2.0, width=0, height=0,
+                           method="bicubic", mask=mask, original=original)
+    keep = (up_mask == 0).unsqueeze(-1).expand_as(up)
+    assert torch.equal(up[keep], original[keep]) and not torch.equal(up[~keep], original[~keep])
+    with pytest.raises(CaGError(comfy), match="original needs a mask"):
+        run_node(comfy.node("CaGUpsample"), image=small, scale_by=2.0, width=0, height=0, method="bicubic",
+                 original=original)

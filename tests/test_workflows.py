@@ -23,6 +23,7 @@ API_FILES = sorted((WORKFLOW_DIR / "api").glob("*.json"))
 # Combos listing files on disk: a workflow names a file the user downloads, so it need not exist.
 MODEL_FILE_WIDGETS = {("CaGLoadClassifier", "source"), ("CaGLoadMAE", "mae_file"), ("CaGTextClassifier", "checkpoint")}
 WEIGHT_SUFFIXES = (".safetensors", ".pth", ".pt", ".bin")
+PHOTO_DIR = WORKFLOW_DIR / "inputs"
 
 
 def _load_builder():
@@ -51,6 +52,9 @@ def _check_widget_value(node_type: str, spec, value) -> None:
     if spec.type == "COMBO":
         if (node_type, spec.name) in MODEL_FILE_WIDGETS and str(value).endswith(WEIGHT_SUFFIXES):
             return
+        if (node_type, spec.name) == ("LoadImage", "image"):  # the pack's own photos, copied in at load
+            assert str(value).startswith("cag_example_") and (PHOTO_DIR / value[len("cag_example_"):]).is_file(), where
+            return
         assert value in spec.choices, f"{where} is not one of the choices"
     elif spec.type in ("INT", "FLOAT"):
         assert isinstance(value, (int, float)) and not isinstance(value, bool), where
@@ -64,8 +68,8 @@ def _check_widget_value(node_type: str, spec, value) -> None:
 
 
 def test_workflow_files_exist():
-    """Four example workflows, each with an API twin of the same name."""
-    assert len(UI_FILES) == 4
+    """Seven example workflows, each with an API twin of the same name."""
+    assert len(UI_FILES) == 7
     assert [p.name for p in UI_FILES] == [p.name for p in API_FILES]
 
 
@@ -132,6 +136,40 @@ def test_api_workflow_is_valid(path: Path, classes):
 # End to end
 
 
+def load_image(image: str):
+    """Core Load Image, as ComfyUI documents it: the picture as RGB IMAGE [1, H, W, 3], and its MASK
+    = 1 - alpha (1 = transparent = may change; a 64x64 zero mask when it has no alpha)."""
+    import numpy as np
+    from PIL import Image
+
+    picture = Image.open(PHOTO_DIR / image[len("cag_example_"):])
+    rgb = torch.from_numpy(np.array(picture.convert("RGB"))).float()[None] / 255
+    if "A" in picture.getbands():
+        mask = 1 - torch.from_numpy(np.array(picture.getchannel("A"))).float()[None] / 255
+    else:
+        mask = torch.zeros(1, 64, 64)
+    return rgb, mask
+
+
+def pad_for_outpaint(image, left, top, right, bottom, feathering):
+    """Core Pad Image for Outpainting: the picture on a 0.5 gray canvas; MASK 1 on the new border
+    and, inside the picture, ((feathering - d) / feathering)^2 within `feathering` px of a padded side."""
+    b, h, w, c = image.shape
+    canvas = torch.full((b, h + top + bottom, w + left + right, c), 0.5)
+    canvas[:, top:top + h, left:left + w] = image
+    mask = torch.ones(h + top + bottom, w + left + right)
+    ys, xs = torch.arange(h)[:, None].float(), torch.arange(w)[None, :].float()
+    far = float(max(h, w))
+    d = torch.minimum(torch.minimum(ys if top else torch.full_like(ys, far), (h - ys) if bottom else torch.full_like(ys, far)),
+                      torch.minimum(xs if left else torch.full_like(xs, far), (w - xs) if right else torch.full_like(xs, far)))
+    inner = torch.where(d < feathering, ((feathering - d) / max(feathering, 1)) ** 2, torch.zeros(()))
+    mask[top:top + h, left:left + w] = inner if feathering > 0 and 2 * feathering < min(h, w) else 0
+    return canvas, mask[None]
+
+
+CORE_STAND_INS = {"LoadImage": load_image, "ImagePadForOutpaint": pad_for_outpaint}
+
+
 class SavedImages:
     """Executes SaveImage / PreviewImage: keeps what they were given."""
 
@@ -155,7 +193,12 @@ def execute(prompt: dict, classes: dict, saved: SavedImages) -> dict:
         node = prompt[node_id]
         cls = classes[node["class_type"]]
         if node["class_type"] in builder.CORE_NODES:
-            saved(**{k: outputs[v[0]][v[1]] if isinstance(v, list) else v for k, v in node["inputs"].items()})
+            kwargs = {k: outputs[v[0]][v[1]] if isinstance(v, list) else v for k, v in node["inputs"].items()}
+            if node["class_type"] in CORE_STAND_INS:
+                with torch.inference_mode():
+                    outputs[node_id] = CORE_STAND_INS[node["class_type"]](**kwargs)
+            else:
+                saved(**kwargs)
             continue
         validate = getattr(cls, "VALIDATE_INPUTS", None)
         if validate is not None:
@@ -179,8 +222,15 @@ def test_api_workflow_runs_end_to_end(path: Path, classes, comfy):
     execute(prompt, classes, saved)
     assert len(saved.images) == 1
     images = saved.images[0]
-    batch = next(n["inputs"]["batch_size"] for n in prompt.values() if n["class_type"] == "CaGInitNoise")
-    assert images.shape == (batch, 64, 64, 3)
+    noise = [n["inputs"] for n in prompt.values() if n["class_type"] == "CaGInitNoise"]
+    if noise:
+        assert images.shape == (noise[0]["batch_size"], 64, 64, 3)
+    else:  # from a photo: its own size, plus the outpainting border
+        (photo,) = [n["inputs"]["image"] for n in prompt.values() if n["class_type"] == "LoadImage"]
+        rgb, _ = load_image(photo)
+        pads = [n["inputs"] for n in prompt.values() if n["class_type"] == "ImagePadForOutpaint"]
+        extra = (pads[0]["top"] + pads[0]["bottom"], pads[0]["left"] + pads[0]["right"]) if pads else (0, 0)
+        assert images.shape == (1, rgb.shape[1] + extra[0], rgb.shape[2] + extra[1], 3)
     assert images.dtype == torch.float32 and images.device.type == "cpu"
     assert 0.0 <= images.min() and images.max() <= 1.0
     steps = [n["inputs"]["steps"] for n in prompt.values() if n["class_type"] == "CaGOptimize"]
@@ -203,3 +253,19 @@ def test_quick_start_workflow_equals_the_command_line_engine(classes, comfy):
     engine = generate(classifier_from_file(path), target, batch=noise["batch_size"], seed=noise["seed"],
                       config=ProgressiveConfig(sizes=(16, 32, 64), steps=(2,))).images
     assert torch.equal(saved.images[0], engine.movedim(1, -1))
+
+
+@pytest.mark.parametrize("name", ["cag_inpaint", "cag_outpaint"])
+def test_photo_workflows_keep_the_unmasked_photo(name, classes, comfy):
+    """Inpaint and outpaint on tiny models: where the mask is 0 the saved image is the photo, within
+    1/255 (here: exactly)."""
+    prompt = substitute_tiny(json.loads((WORKFLOW_DIR / "api" / f"{name}.json").read_text()))
+    saved = SavedImages()
+    outputs = execute(prompt, classes, saved)
+    by_type = {n["class_type"]: i for i, n in prompt.items()}
+    photo, mask = outputs[by_type.get("ImagePadForOutpaint", by_type["LoadImage"])]  # the start and its mask
+    keep = (mask[0] == 0).unsqueeze(-1).expand_as(photo[0])
+    result = saved.images[0][0]
+    assert keep.any() and not keep.all()
+    assert (result[keep] - photo[0][keep]).abs().max() <= 1 / 255
+    assert (result[~keep] - photo[0][~keep]).abs().max() > 0.01  # the masked part did change

@@ -58,7 +58,21 @@ class LoadImage:
         return {"required": {"image": ([], {"image_upload": True})}}
 
 
-CORE_NODES = {"SaveImage": SaveImage, "PreviewImage": PreviewImage, "LoadImage": LoadImage}
+class ImagePadForOutpaint:
+    RETURN_TYPES = ("IMAGE", "MASK")
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        side = {"default": 0, "min": 0, "max": 16384, "step": 8}
+        return {"required": {"image": ("IMAGE",), "left": ("INT", side), "top": ("INT", side), "right": ("INT", side),
+                             "bottom": ("INT", side),
+                             "feathering": ("INT", {"default": 40, "min": 0, "max": 16384, "step": 1})}}
+
+
+CORE_NODES = {"SaveImage": SaveImage, "PreviewImage": PreviewImage, "LoadImage": LoadImage,
+              "ImagePadForOutpaint": ImagePadForOutpaint}
+# The example photos (workflows/inputs/) as the pack copies them into ComfyUI's input folder.
+EXAMPLE_PHOTO = "cag_example_{}"
 
 
 # --------------------------------------------------------------------------------------------
@@ -141,6 +155,55 @@ GRAPHS = {
             Node(3, "CaGClassPicker", {"class_name": "1: goldfish"}, title="Class"),
             *_stage_chain(4, classifier=1, target=3, mae=None, steps=100, prefix="cag_without_mae", batch=4,
                           target_class="1: goldfish"),
+        ],
+    ),
+    "cag_inpaint": Graph(
+        "Inpaint: only the transparent part of the photo (Load Image's mask; paint your own in the mask "
+        "editor) becomes the class; CaG Classify shows what an independent network (EfficientNet-Lite2) sees.",
+        [
+            Node(1, "CaGLoadClassifier", {"source": "efficientnet-lite0"}, title="Classifier (generates)"),
+            Node(2, "LoadImage", {"image": EXAMPLE_PHOTO.format("inpaint_coffee.png")}, title="Photo with its mask"),
+            Node(3, "CaGOptimize", {"target_class": "928: ice cream", "steps": 150, "feather": 6, "seed": 0},
+                 {"image": (2, 0), "mask": (2, 1), "classifier": (1, 0)}, title="Optimize the masked region"),
+            Node(4, "SaveImage", {"filename_prefix": "cag_inpaint"}, {"images": (3, 0)}, title="Save"),
+            Node(5, "CaGLoadClassifier", {"source": "efficientnet-lite2"}, title="Judge (did not generate)"),
+            Node(6, "CaGClassify", {"top_k": 3, "target_text": "928: ice cream"}, {"image": (3, 0), "classifier": (5, 0)},
+                 title="What the judge sees"),
+        ],
+    ),
+    "cag_outpaint": Graph(
+        "Outpaint: Pad Image for Outpainting widens the photo; stage 1 fills the new sides at half size, "
+        "stage 2 refines them at full size while the photo itself stays exact.",
+        [
+            Node(1, "CaGLoadClassifier", {"source": "efficientnet-lite0"}, title="Classifier"),
+            Node(2, "LoadImage", {"image": EXAMPLE_PHOTO.format("outpaint_rocket.jpg")}, title="Photo"),
+            Node(3, "ImagePadForOutpaint", {"left": 64, "top": 0, "right": 64, "bottom": 0, "feathering": 24},
+                 {"image": (2, 0)}, title="Pad 64 px left and right"),
+            Node(4, "CaGUpsample", {"scale_by": 0.5, "method": "bicubic"}, {"image": (3, 0), "mask": (3, 1)},
+                 title="Half size for stage 1"),
+            Node(5, "CaGOptimize", {"target_class": "540: drilling platform", "steps": 100, "seed": 0},
+                 {"image": (4, 0), "mask": (4, 1), "classifier": (1, 0)}, title="Optimize, half size"),
+            Node(6, "CaGUpsample", {"scale_by": 2.0, "method": "bicubic"},
+                 {"image": (5, 0), "mask": (4, 1), "original": (3, 0)}, title="Full size, the photo pasted back"),
+            Node(7, "CaGOptimize", {"target_class": "540: drilling platform", "steps": 100, "seed": 0},
+                 {"image": (6, 0), "mask": (6, 1), "classifier": (1, 0)}, title="Optimize, full size"),
+            Node(8, "SaveImage", {"filename_prefix": "cag_outpaint"}, {"images": (7, 0)}, title="Save"),
+        ],
+    ),
+    "cag_img2img": Graph(
+        "Img2img: a photo pushed toward another class; anchor_weight keeps its layout and colours. "
+        "CaG Classify shows what an independent network (EfficientNet-Lite2) sees before and after.",
+        [
+            Node(1, "CaGLoadClassifier", {"source": "efficientnet-lite0"}, title="Classifier (generates)"),
+            Node(2, "LoadImage", {"image": EXAMPLE_PHOTO.format("img2img_chelsea.jpg")}, title="Photo"),
+            Node(3, "CaGOptimize", {"target_class": "277: red fox", "steps": 150, "anchor_weight": 100.0, "seed": 0},
+                 {"image": (2, 0), "classifier": (1, 0)}, title="Optimize toward the class"),
+            Node(4, "SaveImage", {"filename_prefix": "cag_img2img"}, {"images": (3, 0)}, title="Save"),
+            Node(5, "CaGLoadClassifier", {"source": "efficientnet-lite2"}, title="Judge (did not generate)"),
+            Node(6, "CaGClassify", {"top_k": 3, "target_text": "277: red fox"}, {"image": (2, 0), "classifier": (5, 0)},
+                 title="Judge: the photo"),
+            Node(7, "CaGClassify", {"top_k": 3, "target_text": "277: red fox"}, {"image": (3, 0), "classifier": (5, 0)},
+                 title="Judge: the result"),
         ],
     ),
     "cag_text_to_image": Graph(
@@ -366,6 +429,10 @@ def _offline_folder_paths() -> ModuleType:
     fp.folder_names_and_paths = {}
     fp.get_folder_paths = lambda key: list(fp.folder_names_and_paths[key][0])
     fp.get_filename_list = lambda key: []
+    # The pack copies its example photos into the input folder at load: give it a throwaway one.
+    import tempfile
+
+    fp.get_input_directory = lambda: tempfile.mkdtemp(prefix="cag-build-inputs-")
     return fp
 
 
