@@ -19,6 +19,7 @@ import argparse
 import fcntl
 import json
 import logging
+import os
 import sys
 import threading
 import time
@@ -262,6 +263,9 @@ def make_batch(items, ensemble, mae, config, seed, device, rank, root) -> None:
 
 
 def run_dataset(args: argparse.Namespace) -> int:
+    if "TORCHELASTIC_RUN_ID" not in os.environ:  # not under torchrun
+        return _run_dataset(args)
+    # Under torchrun: a rank's uncaught error goes into the job's error summary with its traceback.
     from torch.distributed.elastic.multiprocessing.errors import record
 
     return record(_run_dataset)(args)
