@@ -54,6 +54,9 @@ def build_parser() -> argparse.ArgumentParser:
                        help="keep the result's 16x16 colour layout close to the start (0 = off; 10-100 for img2img)")
     start.add_argument("--feather", type=int, default=DEFAULTS.stage.feather, metavar="PX",
                        help="with a mask: px over which it fades in inside its edge")
+    start.add_argument("--fill", action="store_true",
+                       help="with a mask: start the masked region from a smooth extension of its surroundings "
+                       "(first stage only)")
     add_model_arguments(gen)
     run = add_run_arguments(gen)
     run.add_argument("--batch", type=int, default=None, help="images to generate (default: one per --class)")
@@ -148,6 +151,7 @@ def config_from_args(args: argparse.Namespace) -> ProgressiveConfig:
         tv_weight=args.tv,
         anchor_weight=getattr(args, "anchor", DEFAULTS.stage.anchor_weight),
         feather=getattr(args, "feather", DEFAULTS.stage.feather),
+        fill_masked=getattr(args, "fill", DEFAULTS.stage.fill_masked),
         autocast=args.autocast,
         cuda_graph=args.cuda_graph,
         compile=args.compile,

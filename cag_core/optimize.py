@@ -29,7 +29,7 @@ from .errors import CaGError, NonFiniteLossError
 from .losses import BatchNormStats, diversity_loss, target_loss, total_variation
 from .parameterization import PARAMETERIZATIONS, parameterize
 from .precast import weights_in_autocast_dtype
-from .regions import anchor_loss, composite, feather, mask_for_images
+from .regions import anchor_loss, composite, feather, fill_from_surroundings, mask_for_images
 from .step_graph import StepRunner, captures
 from .streams import ImageStreams, stage_purpose
 from .targets import Target, parse_target
@@ -70,6 +70,7 @@ class OptimizeConfig:
     tv_weight: float = 0.0  # total variation
     anchor_weight: float = 0.0  # keep the result's 16x16 thumbnail near the start image's (regions.py); 0 = off
     feather: int = 0  # with a mask: px over which the mask ramps up inside its edge (regions.py)
+    fill_masked: bool = False  # with a mask: start the masked region from its surroundings (regions.py)
     optimizer: str = "adam"
     autocast: str = "auto"  # "auto": bf16 on CUDA, fp32 on CPU
     view_size: int | None = None  # classifier input side for the views; None = its native size
@@ -254,7 +255,10 @@ def optimize(
     with torch.inference_mode(False), torch.enable_grad():
         # Inputs may be inference tensors (ComfyUI): the parameterization and the region copy them.
         region = _region(images01, mask, config.feather) if mask is not None or config.anchor_weight > 0 else None
-        image_fn = parameterize(images01.detach().clone(), config.parameterization)
+        start = images01.detach().clone()
+        if config.fill_masked and region is not None and region[1] is not None:
+            start = fill_from_surroundings(start.float(), region[1])
+        image_fn = parameterize(start, config.parameterization)
         optimizer = _make_optimizer(
             config.optimizer, image_fn.params, config.lr, device, capturable=captures(device, config.cuda_graph)
         )

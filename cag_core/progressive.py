@@ -131,7 +131,7 @@ def generate(
         (64 -> 128 -> 256 on a 300x450 photo: 75x112, 150x225, 300x450).
     mask: with `init`, only this region may change (regions.py: 1 = may change); every stage
         starts from the picture at its size where the mask is 0, so the result keeps the
-        picture's own pixels there.
+        picture's own pixels there. `fill_masked` of the stage config applies to the first stage.
     callback(stage, stages, step, steps, images, loss) is called every step; True stops the run.
     """
     ensemble = as_ensemble(classifier)
@@ -156,6 +156,8 @@ def generate(
     stage_losses: list[list[float]] = []
     image_losses: list[float] = []
     for stage, ((h, w), stage_config) in enumerate(zip(sides, stage_configs)):
+        if stage:  # later stages refine what the earlier ones made of the masked region
+            stage_config = replace(stage_config, fill_masked=False)
         images = upsample(images, h, w, config.upsample_method)
         if mask is not None:  # the kept region: the picture itself at this size, not an upsampled copy
             images = composite(images, upsample(init, h, w, config.upsample_method), mask_for_images(mask, batch, h, w)

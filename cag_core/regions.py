@@ -6,6 +6,9 @@
   start pixel exactly (x - start is finite and 0 * it is 0), in every step and in the result.
 - **Feather** (px): softens the seam inside the masked region only: the mask ramps from 0 at its
   edge to its full value `feather` px inside, so the kept region stays exact.
+- **Fill** (`OptimizeConfig.fill_masked`): start the masked region from a smooth extension of the
+  kept pixels around it (push-pull: averaged at coarser and coarser scales, then blended back),
+  instead of whatever it holds, e.g. Pad Image for Outpainting's flat gray border.
 - **Anchor** (`OptimizeConfig.anchor_weight`): a penalty on how far the result's 16x16 thumbnail
   (each cell the mean colour of its block) moves from the start's: colours and layout at that scale
   stay, detail and texture may change. With a photo as start and another class as target this is
@@ -87,3 +90,21 @@ def anchor_loss(images: torch.Tensor, start: torch.Tensor) -> torch.Tensor:
     a = F.adaptive_avg_pool2d(images.float(), grid)
     b = F.adaptive_avg_pool2d(start.float(), grid)
     return (a - b).square().flatten(1).mean(1)
+
+
+def fill_from_surroundings(images: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """`images` with the masked region ([B, 1, H, W], 1 = fill) replaced by a smooth extension of
+    the kept pixels (push-pull). Where the mask is 0 the pixels are unchanged; with nothing kept at
+    all the region becomes mid-gray."""
+    known = (1 - mask).to(images.dtype)
+    pyramid = []
+    values, weights = images * known, known
+    while min(values.shape[-2:]) > 1:
+        pyramid.append((values, weights))
+        values = F.avg_pool2d(values, 2, ceil_mode=True)
+        weights = F.avg_pool2d(weights, 2, ceil_mode=True)
+    filled = torch.where(weights > 0, values / weights.clamp_min(1e-12), torch.full_like(values, 0.5))
+    for values, weights in reversed(pyramid):
+        up = F.interpolate(filled, size=values.shape[-2:], mode="bilinear", align_corners=False)
+        filled = values + (1 - weights) * up  # known part of the block, the coarser estimate for the rest
+    return torch.where(mask > 0, filled, images)

@@ -162,6 +162,10 @@ class CaGOptimize:
                 "feather": ("INT", {"default": 0, "min": 0, "max": 256, "step": 1,
                                     "tooltip": "With a mask: px over which the mask fades in inside its edge (a softer "
                                     "seam). Pixels outside the mask stay exact."}),
+                "fill_masked": ("BOOLEAN", {"default": False,
+                                            "tooltip": "With a mask: start the masked region from a smooth extension "
+                                            "of the pixels around it instead of what it holds (e.g. the flat gray "
+                                            "border of Pad Image for Outpainting)."}),
                 "anchor_weight": ("FLOAT", {"default": 0.0, "min": 0.0, "max": 10000.0, "step": 0.5,
                                             "tooltip": "Keep the result close to the start image (its 16x16 colour "
                                             "layout): 0 = off; 10-100 keeps a photo's layout while the class changes "
@@ -198,7 +202,7 @@ class CaGOptimize:
 
     def optimize_images(self, image, classifier, target_class, steps, lr, crops, parameterization, mask_ratio,
                         diversity_weight, bn_weight, tv_weight, seed, mae=None, target_text="", mask=None,
-                        feather=0, anchor_weight=0.0, unique_id=None):
+                        feather=0, fill_masked=False, anchor_weight=0.0, unique_id=None):
         ensemble = as_ensemble(classifier)
         device = ensemble.members[0].device
         images = comfy_to_engine(image)
@@ -212,7 +216,7 @@ class CaGOptimize:
         config = OptimizeConfig(
             steps=steps, lr=lr, parameterization=parameterization, augment=AugmentConfig(crops=crops),
             mask_ratio=mask_ratio, diversity_weight=diversity_weight, bn_weight=bn_weight, tv_weight=tv_weight,
-            anchor_weight=float(anchor_weight), feather=int(feather),
+            anchor_weight=float(anchor_weight), feather=int(feather), fill_masked=bool(fill_masked),
         )
         progress = OptimizeProgress(steps, unique_id)
         with report_out_of_memory(images.shape[0], tuple(images.shape[-2:]), device):

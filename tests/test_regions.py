@@ -200,3 +200,23 @@ def test_cli_init_mask_anchor(tmp_path, capsys):
     assert main([*common, "--init", str(tmp_path / "photo.png"), "--anchor", "50", "--out", str(tmp_path / "a.png")]) == 0
     assert main([*common, "--mask", str(tmp_path / "mask.png"), "--out", str(tmp_path / "b.png")]) == 2
     assert "--mask needs --init" in capsys.readouterr().err
+
+
+def test_fill_from_surroundings_extends_the_kept_pixels():
+    """The masked region starts as a smooth extension of what is around it: a gray pad next to a
+    blue picture becomes blue-ish, the kept pixels stay exact, and with fill_masked the result of
+    a stage keeps them exact too."""
+    from cag_core.regions import fill_from_surroundings
+
+    image = torch.full((1, 3, 16, 24), 0.5)
+    image[..., 4:20] = torch.tensor([0.1, 0.2, 0.8]).view(1, 3, 1, 1)
+    mask = torch.zeros(1, 1, 16, 24)
+    mask[..., :4] = 1
+    mask[..., 20:] = 1
+    filled = fill_from_surroundings(image, mask)
+    assert torch.equal(filled[..., 4:20], image[..., 4:20])
+    assert torch.allclose(filled[..., :4], torch.tensor([0.1, 0.2, 0.8]).view(1, 3, 1, 1).expand(1, 3, 16, 4), atol=1e-6)
+    out = optimize(image, tiny_classifier(), "class 1", config=replace(FAST, fill_masked=True), mask=mask[0]).images
+    assert torch.equal(out[..., 4:20], image[..., 4:20])
+    plain = optimize(image, tiny_classifier(), "class 1", config=FAST, mask=mask[0]).images
+    assert (out[..., :4] - filled[..., :4]).abs().mean() < (plain[..., :4] - filled[..., :4]).abs().mean()
