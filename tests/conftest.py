@@ -313,6 +313,39 @@ def comfy_image(batch: int = 1, height: int = 24, width: int = 40, channels: int
 # Running the example workflows on tiny models
 
 
+def core_load_image(image: str):
+    """Core Load Image, as ComfyUI documents it: the picture as RGB IMAGE [1, H, W, 3], and its MASK
+    = 1 - alpha (1 = transparent = may change; a 64x64 zero mask when it has no alpha)."""
+    import numpy as np
+    from PIL import Image
+
+    picture = Image.open(REPO_ROOT / "workflows" / "inputs" / image[len("cag_example_"):])
+    rgb = torch.from_numpy(np.array(picture.convert("RGB"))).float()[None] / 255
+    if "A" in picture.getbands():
+        mask = 1 - torch.from_numpy(np.array(picture.getchannel("A"))).float()[None] / 255
+    else:
+        mask = torch.zeros(1, 64, 64)
+    return rgb, mask
+
+
+def core_pad_for_outpaint(image, left, top, right, bottom, feathering):
+    """Core Pad Image for Outpainting: the picture on a 0.5 gray canvas; MASK 1 on the new border
+    and, inside the picture, ((feathering - d) / feathering)^2 within `feathering` px of a padded side."""
+    b, h, w, c = image.shape
+    canvas = torch.full((b, h + top + bottom, w + left + right, c), 0.5)
+    canvas[:, top:top + h, left:left + w] = image
+    mask = torch.ones(h + top + bottom, w + left + right)
+    ys, xs = torch.arange(h)[:, None].float(), torch.arange(w)[None, :].float()
+    far = float(max(h, w))
+    d = torch.minimum(torch.minimum(ys if top else torch.full_like(ys, far), (h - ys) if bottom else torch.full_like(ys, far)),
+                      torch.minimum(xs if left else torch.full_like(xs, far), (w - xs) if right else torch.full_like(xs, far)))
+    inner = torch.where(d < feathering, ((feathering - d) / max(feathering, 1)) ** 2, torch.zeros(()))
+    mask[top:top + h, left:left + w] = inner if feathering > 0 and 2 * feathering < min(h, w) else 0
+    return canvas, mask[None]
+
+
+
+
 # (node type, input) -> value used instead of the workflow's, so the examples run in seconds
 # without downloads: every classifier becomes the tiny timm test-net file, the MAE the tiny
 # MAE, CLIP the tiny registered architecture with its local checkpoint; the first stage is 16 px

@@ -34,6 +34,8 @@ from conftest import (
     TINY_CLASSIFIER,
     TINY_CLIP_CONFIG,
     TINY_CLIP_NAME,
+    core_load_image,
+    core_pad_for_outpaint,
     substitute_tiny,
     write_tiny_models,
 )
@@ -179,9 +181,10 @@ def _api_workflow(name: str) -> dict:
 
 
 def _tiny(prompt: dict) -> dict:
-    # The quick start keeps the real embedded EfficientNet-Lite0 (a declared dependency).
-    keep = {("CaGLoadClassifier", "source")} if any(
-        n["inputs"].get("source") == "efficientnet-lite0" for n in prompt.values()) else set()
+    # A workflow whose only classifier is the embedded EfficientNet-Lite0 (a declared dependency)
+    # keeps it; the others (e.g. a Lite2 judge) run on the tiny test net.
+    sources = {n["inputs"].get("source") for n in prompt.values() if n["class_type"] == "CaGLoadClassifier"}
+    keep = {("CaGLoadClassifier", "source")} if sources == {"efficientnet-lite0"} else set()
     return substitute_tiny(prompt, keep)
 
 
@@ -230,13 +233,58 @@ def test_api_workflow_makes_png_images(server, path):
     assert entry["status"]["status_str"] == "success", json.dumps(entry["status"])[:3000]
     save_id = next(i for i, n in prompt.items() if n["class_type"] == "SaveImage")
     images = entry["outputs"][save_id]["images"]
-    assert len(images) == _node_of(prompt, "CaGInitNoise")["inputs"]["batch_size"]
+    photo = [n["inputs"]["image"] for n in prompt.values() if n["class_type"] == "LoadImage"]
+    if photo:  # from a photo: one image, the photo's size plus any outpainting border
+        rgb, _ = core_load_image(photo[0])
+        pads = [n["inputs"] for n in prompt.values() if n["class_type"] == "ImagePadForOutpaint"]
+        size = (rgb.shape[2] + sum(p["left"] + p["right"] for p in pads),
+                rgb.shape[1] + sum(p["top"] + p["bottom"] for p in pads))
+        assert len(images) == 1
+    else:
+        size = (64, 64)
+        assert len(images) == _node_of(prompt, "CaGInitNoise")["inputs"]["batch_size"]
     for image in images:
-        query = urllib.parse.urlencode({"filename": image["filename"], "subfolder": image["subfolder"], "type": "output"})
-        status, png = server.request(f"/view?{query}")
-        assert status == 200 and png.startswith(b"\x89PNG")
-        assert Image.open(io.BytesIO(png)).size == (64, 64)
+        assert Image.open(io.BytesIO(_fetch_png(server, image))).size == size
     print(f"{path.name}: {len(images)} PNG(s) in {time.monotonic() - started:.1f} s")
+
+
+def _fetch_png(server, image: dict) -> bytes:
+    query = urllib.parse.urlencode({"filename": image["filename"], "subfolder": image["subfolder"], "type": "output"})
+    status, png = server.request(f"/view?{query}")
+    assert status == 200 and png.startswith(b"\x89PNG")
+    return png
+
+
+@pytest.mark.parametrize("name", ["cag_inpaint.json", "cag_outpaint.json", "cag_img2img.json"])
+def test_photo_workflows_keep_the_unmasked_photo(server, name):
+    """The three photo workflows find their photos in the input folder (the pack copied them in at
+    load); the saved PNG equals the input within 1/255 wherever the mask is 0 (inpaint: Load
+    Image's mask; outpaint: Pad Image for Outpainting's), and the masked part changed. Img2img
+    has no mask: its result keeps the photo's size and differs from it. CaG Classify reports."""
+    import numpy as np
+    from PIL import Image
+
+    prompt = _tiny(_api_workflow(name))
+    entry = server.wait_for(server.queue(prompt))
+    assert entry["status"]["status_str"] == "success", json.dumps(entry["status"])[:3000]
+    save_id = next(i for i, n in prompt.items() if n["class_type"] == "SaveImage")
+    (image,) = entry["outputs"][save_id]["images"]
+    result = np.asarray(Image.open(io.BytesIO(_fetch_png(server, image))).convert("RGB")).astype(np.float32) / 255
+    rgb, mask = core_load_image(_node_of(prompt, "LoadImage")["inputs"]["image"])
+    pads = [n["inputs"] for n in prompt.values() if n["class_type"] == "ImagePadForOutpaint"]
+    if pads:
+        p = pads[0]
+        rgb, mask = core_pad_for_outpaint(rgb, p["left"], p["top"], p["right"], p["bottom"], p["feathering"])
+    photo = rgb[0].numpy()
+    if name == "cag_img2img.json":
+        assert result.shape == photo.shape and np.abs(result - photo).max() > 0.05
+    else:
+        keep = mask[0].numpy() == 0
+        assert keep.any() and not keep.all()
+        assert np.abs(result[keep] - photo[keep]).max() <= 1 / 255 + 1e-6
+        assert np.abs(result[~keep] - photo[~keep]).max() > 0.05
+    reports = [entry["outputs"][i] for i, n in prompt.items() if n["class_type"] == "CaGClassify" and i in entry["outputs"]]
+    assert all(r.get("text") for r in reports)
 
 
 def test_bad_inputs_are_refused_at_queue_time(server):

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import REPO_ROOT, TINY_CLASSIFIER, run_node, substitute_tiny
+from conftest import REPO_ROOT, TINY_CLASSIFIER, core_load_image, core_pad_for_outpaint, run_node, substitute_tiny
 
 WORKFLOW_DIR = REPO_ROOT / "workflows"
 UI_FILES = sorted(WORKFLOW_DIR.glob("*.json"))
@@ -136,38 +136,7 @@ def test_api_workflow_is_valid(path: Path, classes):
 # End to end
 
 
-def load_image(image: str):
-    """Core Load Image, as ComfyUI documents it: the picture as RGB IMAGE [1, H, W, 3], and its MASK
-    = 1 - alpha (1 = transparent = may change; a 64x64 zero mask when it has no alpha)."""
-    import numpy as np
-    from PIL import Image
-
-    picture = Image.open(PHOTO_DIR / image[len("cag_example_"):])
-    rgb = torch.from_numpy(np.array(picture.convert("RGB"))).float()[None] / 255
-    if "A" in picture.getbands():
-        mask = 1 - torch.from_numpy(np.array(picture.getchannel("A"))).float()[None] / 255
-    else:
-        mask = torch.zeros(1, 64, 64)
-    return rgb, mask
-
-
-def pad_for_outpaint(image, left, top, right, bottom, feathering):
-    """Core Pad Image for Outpainting: the picture on a 0.5 gray canvas; MASK 1 on the new border
-    and, inside the picture, ((feathering - d) / feathering)^2 within `feathering` px of a padded side."""
-    b, h, w, c = image.shape
-    canvas = torch.full((b, h + top + bottom, w + left + right, c), 0.5)
-    canvas[:, top:top + h, left:left + w] = image
-    mask = torch.ones(h + top + bottom, w + left + right)
-    ys, xs = torch.arange(h)[:, None].float(), torch.arange(w)[None, :].float()
-    far = float(max(h, w))
-    d = torch.minimum(torch.minimum(ys if top else torch.full_like(ys, far), (h - ys) if bottom else torch.full_like(ys, far)),
-                      torch.minimum(xs if left else torch.full_like(xs, far), (w - xs) if right else torch.full_like(xs, far)))
-    inner = torch.where(d < feathering, ((feathering - d) / max(feathering, 1)) ** 2, torch.zeros(()))
-    mask[top:top + h, left:left + w] = inner if feathering > 0 and 2 * feathering < min(h, w) else 0
-    return canvas, mask[None]
-
-
-CORE_STAND_INS = {"LoadImage": load_image, "ImagePadForOutpaint": pad_for_outpaint}
+CORE_STAND_INS = {"LoadImage": core_load_image, "ImagePadForOutpaint": core_pad_for_outpaint}
 
 
 class SavedImages:
@@ -227,7 +196,7 @@ def test_api_workflow_runs_end_to_end(path: Path, classes, comfy):
         assert images.shape == (noise[0]["batch_size"], 64, 64, 3)
     else:  # from a photo: its own size, plus the outpainting border
         (photo,) = [n["inputs"]["image"] for n in prompt.values() if n["class_type"] == "LoadImage"]
-        rgb, _ = load_image(photo)
+        rgb, _ = core_load_image(photo)
         pads = [n["inputs"] for n in prompt.values() if n["class_type"] == "ImagePadForOutpaint"]
         extra = (pads[0]["top"] + pads[0]["bottom"], pads[0]["left"] + pads[0]["right"]) if pads else (0, 0)
         assert images.shape == (1, rgb.shape[1] + extra[0], rgb.shape[2] + extra[1], 3)
