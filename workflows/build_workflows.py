@@ -172,8 +172,9 @@ GRAPHS = {
         ],
     ),
     "cag_outpaint": Graph(
-        "Outpaint: Pad Image for Outpainting widens the photo; stage 1 fills the new sides at half size, "
-        "stage 2 refines them at full size while the photo itself stays exact.",
+        "Outpaint: Pad Image for Outpainting widens the photo; stage 1 fills the new sides at half size "
+        "(starting from an extension of the sky), stage 2 refines them at full size while the photo itself "
+        "stays exact.",
         [
             Node(1, "CaGLoadClassifier", {"source": "efficientnet-lite0"}, title="Classifier"),
             Node(2, "LoadImage", {"image": EXAMPLE_PHOTO.format("outpaint_rocket.jpg")}, title="Photo"),
@@ -181,11 +182,15 @@ GRAPHS = {
                  {"image": (2, 0)}, title="Pad 64 px left and right"),
             Node(4, "CaGUpsample", {"scale_by": 0.5, "method": "bicubic"}, {"image": (3, 0), "mask": (3, 1)},
                  title="Half size for stage 1"),
-            Node(5, "CaGOptimize", {"target_class": "540: drilling platform", "steps": 100, "seed": 0},
+            # fill_masked: the gray border starts as an extension of the sky; TV 5 keeps it smooth
+            # (tried on this photo: without them the border became bright, busy noise).
+            Node(5, "CaGOptimize", {"target_class": "540: drilling platform", "steps": 100, "seed": 0,
+                                    "fill_masked": True, "tv_weight": 5.0},
                  {"image": (4, 0), "mask": (4, 1), "classifier": (1, 0)}, title="Optimize, half size"),
             Node(6, "CaGUpsample", {"scale_by": 2.0, "method": "bicubic"},
-                 {"image": (5, 0), "mask": (4, 1), "original": (3, 0)}, title="Full size, the photo pasted back"),
-            Node(7, "CaGOptimize", {"target_class": "540: drilling platform", "steps": 100, "seed": 0},
+                 {"image": (5, 0), "mask": (3, 1), "original": (3, 0)}, title="Full size, the photo pasted back"),
+            Node(7, "CaGOptimize", {"target_class": "540: drilling platform", "steps": 100, "seed": 0,
+                                    "tv_weight": 5.0},
                  {"image": (6, 0), "mask": (6, 1), "classifier": (1, 0)}, title="Optimize, full size"),
             Node(8, "SaveImage", {"filename_prefix": "cag_outpaint"}, {"images": (7, 0)}, title="Save"),
         ],
