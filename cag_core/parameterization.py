@@ -6,6 +6,11 @@
   scaled by 1/frequency, mapped through a fixed colour-decorrelation matrix and a sigmoid. Adam's
   per-coordinate steps then move low frequencies first, which is what turned adversarial noise
   into pictures that an independent classifier recognizes (shared/FINDINGS.md: 91 % vs 0 % top-1).
+- `phase`: MACO (Fel et al., "Unlocking Feature Visualization for Deeper Networks with MAgnitude
+  Constrained Optimization", NeurIPS 2023): the same colour space and sigmoid, but the Fourier
+  magnitudes are fixed to a natural-image spectrum (|X(f)| ~ f^-slope, with the energy of a photo)
+  and only the phases (and each image's mean colour) are optimized. The image can never lose
+  contrast (no gray veil) nor grow more fine texture than a photo has.
 
 Both return `(params, image_fn)` and can start from any image (`from_image`), which is how a stage
 continues from the upsampled output of the previous one. All constants that do not change between
@@ -31,7 +36,13 @@ _FOURIER_MAGIC = 4.0
 # Keep logits finite when inverting the sigmoid of an image that touches 0 or 1.
 _EPS = 1e-4
 
-PARAMETERIZATIONS = ("fourier", "pixels")
+PARAMETERIZATIONS = ("fourier", "pixels", "phase")
+
+# The `phase` parameterization's natural spectrum, measured by `python -m scripts.estimate_spectrum`
+# on the colour photos bundled with scikit-image (256 px crops, sigmoid logits, decorrelated colour):
+# amplitude slope 1.44 / 1.40 / 1.23 per channel (mean 1.35), spatial std 1.79 / 2.01 / 1.60.
+NATURAL_SLOPE = 1.35
+NATURAL_STD = (1.79, 2.01, 1.60)
 
 
 def _frequency_scale(h: int, w: int, decay_power: float, device: torch.device) -> torch.Tensor:
@@ -78,6 +89,62 @@ class FourierImage:
         """The sigmoid keeps the image in (0, 1): nothing to project."""
 
 
+def natural_magnitude(
+    h: int, w: int, slope: float = NATURAL_SLOPE, std: tuple[float, ...] = NATURAL_STD, device=None
+) -> torch.Tensor:
+    """[3, h, w//2+1] rfft2 magnitudes (norm="ortho") ~ f^-slope, zero at DC, scaled so that an
+    image with these magnitudes has spatial standard deviation `std[c]` in channel c."""
+    fy = torch.fft.fftfreq(h, device=device)[:, None]
+    fx = torch.fft.rfftfreq(w, device=device)[None, :]
+    f = torch.sqrt(fx * fx + fy * fy).clamp(min=1.0 / max(h, w))
+    magnitude = f**-slope
+    magnitude[0, 0] = 0.0
+    # Parseval (ortho): sum of squares over the full spectrum = sum of squares over pixels. The
+    # half spectrum counts its inner columns twice (their conjugates are the other half).
+    weight = torch.full_like(magnitude, 2.0)
+    weight[:, 0] = 1.0
+    if w % 2 == 0:
+        weight[:, -1] = 1.0
+    current_std = torch.sqrt((weight * magnitude**2).sum() / (h * w))
+    scale = torch.tensor(std, device=device, dtype=magnitude.dtype)[:, None, None] / current_std
+    return magnitude[None] * scale
+
+
+class PhaseImage:
+    """MACO's parameterization: natural Fourier magnitudes held fixed, phases and mean colour free.
+
+    Starting from an image keeps its phases and mean colour and replaces its magnitudes, so the
+    start already has a photo's contrast (a gray start becomes a random natural texture).
+    """
+
+    def __init__(self, images01: torch.Tensor, slope: float = NATURAL_SLOPE, std: tuple[float, ...] = NATURAL_STD):
+        b, c, h, w = images01.shape
+        if c != 3:
+            raise CaGError(f"The phase parameterization needs RGB images, got {c} channels.")
+        device = images01.device
+        self.size = (h, w)
+        self.color = _COLOR.to(device)
+        self.magnitude = natural_magnitude(h, w, slope, std, device)  # fixed for the whole stage
+        decorrelated = torch.einsum("bchw,dc->bdhw", _logit(images01.detach().float()), torch.linalg.inv(self.color))
+        mean = decorrelated.mean(dim=(-2, -1), keepdim=True)
+        spectrum = torch.fft.rfft2(decorrelated - mean, norm="ortho")
+        self.phase = torch.angle(spectrum).contiguous().requires_grad_(True)
+        self.mean = mean.contiguous().requires_grad_(True)
+
+    @property
+    def params(self) -> list[torch.Tensor]:
+        return [self.phase, self.mean]
+
+    def __call__(self) -> torch.Tensor:
+        spectrum = torch.complex(self.magnitude * torch.cos(self.phase), self.magnitude * torch.sin(self.phase))
+        image = torch.fft.irfft2(spectrum, s=self.size, norm="ortho") + self.mean
+        image = torch.einsum("bchw,dc->bdhw", image, self.color)
+        return torch.sigmoid(image)
+
+    def after_step(self) -> None:
+        """The sigmoid keeps the image in (0, 1): nothing to project."""
+
+
 class PixelImage:
     """The pixels themselves, clamped to [0, 1] after every step."""
 
@@ -102,4 +169,6 @@ def parameterize(images01: torch.Tensor, kind: str = "fourier", decay_power: flo
         return FourierImage(images01, decay_power)
     if kind == "pixels":
         return PixelImage(images01)
+    if kind == "phase":
+        return PhaseImage(images01)
     raise CaGError(f"Unknown parameterization '{kind}'. Allowed: {', '.join(PARAMETERIZATIONS)}.")

@@ -1,0 +1,128 @@
+"""Named recipes and the engine features they use: the phase parameterization, centred crops."""
+
+from dataclasses import replace
+
+import pytest
+import torch
+
+from cag_core.augment import AugmentConfig, view_thetas
+from cag_core.errors import CaGError
+from cag_core.optimize import OptimizeConfig, optimize
+from cag_core.parameterization import _COLOR, NATURAL_STD, _logit, natural_magnitude, parameterize
+from cag_core.progressive import ProgressiveConfig
+from cag_core.recipes import RECIPES, get_recipe, list_recipes
+from tiny import tiny_classifier
+
+
+def _decorrelated(images01):
+    return torch.einsum("bchw,dc->bdhw", _logit(images01), torch.linalg.inv(_COLOR))
+
+
+# ---- recipes ---------------------------------------------------------------------------------
+
+
+def test_lucid_is_todays_default():
+    """'lucid' names the configuration the pack ships as its default today."""
+    assert get_recipe("lucid") == ProgressiveConfig()
+
+
+def test_get_recipe_returns_a_copy_with_overrides():
+    """Overrides change the copy only; the stored recipe stays as it was."""
+    stored = RECIPES["lucid"]
+    copy = get_recipe("lucid", sizes=(32, 64), steps=(5,))
+    assert copy.sizes == (32, 64) and copy.steps == (5,)
+    assert RECIPES["lucid"] is stored and stored.sizes == (64, 128, 256)
+
+
+def test_every_recipe_builds_its_stages():
+    """Each registered recipe is a valid ProgressiveConfig whose stages can be built."""
+    for name in list_recipes():
+        assert len(get_recipe(name).stage_configs()) == len(get_recipe(name).sizes)
+
+
+@pytest.mark.parametrize("call, message", [(lambda: get_recipe("lucd"), "Available: lucid"),
+                                           (lambda: get_recipe("lucid", step=3), "Allowed: ")])
+def test_bad_names_say_what_is_allowed(call, message):
+    with pytest.raises(CaGError, match=message):
+        call()
+
+
+# ---- the phase parameterization --------------------------------------------------------------
+
+
+@pytest.mark.parametrize("h, w", [(32, 32), (24, 31)])
+def test_natural_magnitude_sets_the_standard_deviation(h, w):
+    """Any phases with these magnitudes give an image of the requested per-channel spread."""
+    magnitude = natural_magnitude(h, w, std=(1.0, 2.0, 0.5))
+    phase = 6.3 * torch.rand(4, 3, h, w // 2 + 1, generator=torch.Generator().manual_seed(0))
+    image = torch.fft.irfft2(torch.polar(magnitude.expand_as(phase), phase), s=(h, w), norm="ortho")
+    std = image.std(dim=(-2, -1)).mean(0)
+    assert torch.allclose(std, torch.tensor([1.0, 2.0, 0.5]), rtol=0.1)
+    assert magnitude[:, 0, 0].abs().max() == 0
+
+
+def test_phase_image_has_natural_contrast_from_any_start():
+    """A near-gray start and a random start both come out with a photo's spread: no gray veil."""
+    gray = (0.5 + 0.01 * torch.randn(2, 3, 32, 32, generator=torch.Generator().manual_seed(1))).clamp(0, 1)
+    for start in (gray, torch.rand(2, 3, 32, 32)):
+        std = _decorrelated(parameterize(start, "phase")()).std(dim=(-2, -1))
+        assert torch.allclose(std, torch.tensor(NATURAL_STD).expand_as(std), rtol=0.02)
+
+
+def test_phase_image_reproduces_an_image_with_natural_magnitudes():
+    """Starting from its own output (natural magnitudes already), the parameterization is exact."""
+    first = parameterize(torch.rand(2, 3, 24, 24, generator=torch.Generator().manual_seed(2)), "phase")()
+    again = parameterize(first.detach(), "phase")()
+    assert torch.allclose(again, first, atol=1e-4)
+
+
+def test_phase_image_keeps_the_mean_colour():
+    """The mean colour of the start survives (only its magnitudes are replaced)."""
+    reddish = torch.zeros(1, 3, 32, 32)
+    reddish[:, 0] = 0.8
+    reddish[:, 1:] = 0.3
+    mean = parameterize(reddish, "phase")().mean(dim=(-2, -1))[0]
+    assert mean[0] > 0.65 and mean[1] < 0.45 and mean[2] < 0.45
+
+
+def test_phase_optimization_lowers_the_loss():
+    """Optimizing only phases and mean colour still moves a tiny classifier toward the target."""
+    config = OptimizeConfig(steps=30, lr=0.1, parameterization="phase", augment=AugmentConfig(crops=2))
+    result = optimize(torch.rand(2, 3, 24, 24, generator=torch.Generator().manual_seed(0)), tiny_classifier(),
+                      "class 3", config=config)
+    assert result.images.shape == (2, 3, 24, 24) and 0 <= result.images.min() and result.images.max() <= 1
+    assert sum(result.losses[-5:]) / 5 < result.losses[0] * 0.7
+
+
+# ---- centred crops ---------------------------------------------------------------------------
+
+
+def test_center_std_zero_puts_every_crop_in_the_middle():
+    """With center_std 0 a crop's centre moves only by the jitter."""
+    cfg = AugmentConfig(crops=4, crop_scale=(0.25, 0.5), jitter=0.05, center_std=0.0)
+    thetas = view_thetas(64, cfg, torch.Generator().manual_seed(0))
+    assert thetas[:, :, 2].abs().max() <= 2 * cfg.jitter + 1e-6
+    uniform = view_thetas(64, replace(cfg, center_std=None), torch.Generator().manual_seed(0))
+    assert uniform[:, :, 2].abs().max() > 0.3
+
+
+def test_center_std_changes_only_where_crops_land():
+    """Sizes, aspect ratios and flips are drawn exactly as in the uniform recipe (same seed)."""
+    cfg = AugmentConfig(crops=2, center_std=0.5)
+    centred = view_thetas(16, cfg, torch.Generator().manual_seed(3))
+    uniform = view_thetas(16, replace(cfg, center_std=None), torch.Generator().manual_seed(3))
+    assert torch.equal(centred[:, 0, 0], uniform[:, 0, 0]) and torch.equal(centred[:, 1, 1], uniform[:, 1, 1])
+    assert not torch.equal(centred[:, :, 2], uniform[:, :, 2])
+
+
+def test_center_std_spreads_less_than_uniform():
+    """A small center_std keeps crop centres nearer the image centre than uniform placement does."""
+    cfg = AugmentConfig(crops=1, crop_scale=(0.25, 0.25), crop_ratio=(1, 1), jitter=0.0, center_std=0.3)
+    centred = view_thetas(2000, cfg, torch.Generator().manual_seed(0))[:, :, 2].abs().mean()
+    uniform = view_thetas(2000, replace(cfg, center_std=None), torch.Generator().manual_seed(0))[:, :, 2].abs().mean()
+    assert centred < 0.5 * uniform
+
+
+def test_bad_center_std_is_refused():
+    with pytest.raises(CaGError, match="center_std"):
+        AugmentConfig(center_std=-0.1)
