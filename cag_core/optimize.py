@@ -53,7 +53,9 @@ class OptimizeConfig:
 
     steps: int = 100  # Adam steps in this stage
     lr: float = 0.05  # Lucid's rate for the Fourier parameterization; also good for pixels
-    parameterization: str = "fourier"  # "fourier" (decorrelated, 1/f) or "pixels"
+    parameterization: str = "fourier"  # "fourier" (decorrelated, 1/f), "pixels" or "phase" (MACO)
+    image_std: float | None = None  # fourier: fix each image's contrast to this (parameterization.fix_spread)
+    focus: float | None = None  # fourier/phase: blur toward the border, sigma / side (parameterization.FocusBlur)
     augment: AugmentConfig = field(default_factory=AugmentConfig)
     mask_ratio: float = 0.75  # MAE: fraction of patches masked, resampled every step
     paste_visible: bool = False  # MAE: keep the visible patches of the input in its output
@@ -75,6 +77,10 @@ class OptimizeConfig:
             raise CaGError(f"lr must be a positive number, got {self.lr}.")
         if self.parameterization not in PARAMETERIZATIONS:
             raise CaGError(f"Unknown parameterization '{self.parameterization}'. Allowed: {', '.join(PARAMETERIZATIONS)}.")
+        if self.image_std is not None and not (self.image_std > 0 and math.isfinite(self.image_std)):
+            raise CaGError(f"image_std must be a positive number or None (free contrast), got {self.image_std}.")
+        if self.focus is not None and not 0 < self.focus < 1:
+            raise CaGError(f"focus (background blur, a fraction of the image side) must be in (0, 1) or None, got {self.focus}.")
         if not 0 <= self.mask_ratio < 1:
             raise CaGError(f"mask_ratio must be in [0, 1), got {self.mask_ratio}.")
         for name in ("diversity_weight", "bn_weight", "tv_weight"):
@@ -232,7 +238,9 @@ def optimize(
 
     with torch.inference_mode(False), torch.enable_grad():
         # Inputs may be inference tensors (ComfyUI): the parameterization copies them.
-        image_fn = parameterize(images01.detach().clone(), config.parameterization)
+        image_fn = parameterize(
+            images01.detach().clone(), config.parameterization, image_std=config.image_std, focus=config.focus
+        )
         optimizer = _make_optimizer(
             config.optimizer, image_fn.params, config.lr, device, capturable=captures(device, config.cuda_graph)
         )

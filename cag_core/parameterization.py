@@ -19,6 +19,7 @@ steps are built once here, never in the step.
 
 from __future__ import annotations
 
+import math
 from typing import Callable
 
 import torch
@@ -60,12 +61,17 @@ def _logit(images01: torch.Tensor) -> torch.Tensor:
 class FourierImage:
     """Decorrelated-colour, 1/f-scaled Fourier parameterization of a batch of images."""
 
-    def __init__(self, images01: torch.Tensor, decay_power: float = 1.0):
+    def __init__(
+        self, images01: torch.Tensor, decay_power: float = 1.0, image_std: float | None = None,
+        focus: float | None = None,
+    ):
         b, c, h, w = images01.shape
         if c != 3:
             raise CaGError(f"The Fourier parameterization needs RGB images, got {c} channels.")
         device = images01.device
         self.size = (h, w)
+        self.image_std = image_std
+        self.focus = FocusBlur(h, w, focus, device) if focus else None
         self.scale = _frequency_scale(h, w, decay_power, device)  # fixed for the whole stage
         self.color = _COLOR.to(device)
         self.color_inv = torch.linalg.inv(self.color)
@@ -82,11 +88,59 @@ class FourierImage:
     def __call__(self) -> torch.Tensor:
         spectrum = torch.view_as_complex(self.spectrum) * self.scale
         image = torch.fft.irfft2(spectrum, s=self.size, norm="ortho") / _FOURIER_MAGIC
+        if self.focus is not None:
+            image = self.focus(image)
+        if self.image_std is not None:
+            image = fix_spread(image, self.image_std)
         image = torch.einsum("bchw,dc->bdhw", image, self.color)
         return torch.sigmoid(image)
 
     def after_step(self) -> None:
         """The sigmoid keeps the image in (0, 1): nothing to project."""
+
+
+# `fix_spread` amplifies an image at most this much: a near-blank start (gray noise) stays near
+# blank instead of becoming full-contrast noise, until the optimization has made some structure.
+MAX_SPREAD_GAIN = 4.0
+
+
+def fix_spread(decorrelated: torch.Tensor, std: float, max_gain: float = MAX_SPREAD_GAIN) -> torch.Tensor:
+    """Scale each image's deviations from its mean colour so their spread (std over channels and
+    pixels, decorrelated logits) is `std`: the contrast of a photo, whatever the optimization did.
+    Images with less than std / max_gain are amplified by max_gain only."""
+    mean = decorrelated.mean(dim=(-2, -1), keepdim=True)
+    deviation = decorrelated - mean
+    spread = deviation.square().mean(dim=(1, 2, 3), keepdim=True).sqrt()
+    return mean + deviation * (std / spread.clamp(min=std / max_gain))
+
+
+class FocusBlur:
+    """A depth-of-field prior: sharp in the middle, blurred toward the border, as a photo focused on
+    a subject. out = m * x + (1 - m) * blur(x), with m = 1 inside FOCUS_RADII[0] and 0 beyond
+    FOCUS_RADII[1] (distance from the centre, 1 = the middle of a side), and a Gaussian blur of
+    `sigma` times the image side. The classifier's gradient reaches the border only through the
+    blur, so class texture cannot fill the background."""
+
+    def __init__(self, h: int, w: int, sigma: float, device=None):
+        if not 0 < sigma < 1:
+            raise CaGError(f"focus (the background blur, a fraction of the image side) must be in (0, 1), got {sigma}.")
+        fy = torch.fft.fftfreq(h, device=device)[:, None]
+        fx = torch.fft.rfftfreq(w, device=device)[None, :]
+        sigma_px = sigma * max(h, w)
+        self.transfer = torch.exp(-2 * math.pi**2 * sigma_px**2 * (fx * fx + fy * fy))  # Gaussian, [h, w//2+1]
+        y = torch.linspace(-1, 1, h, device=device)[:, None]
+        x = torch.linspace(-1, 1, w, device=device)[None, :]
+        inner, outer = FOCUS_RADII
+        t = ((torch.sqrt(x * x + y * y) - inner) / (outer - inner)).clamp(0, 1)
+        self.mask = 1 - t * t * (3 - 2 * t)  # smoothstep down from 1 to 0
+        self.size = (h, w)
+
+    def __call__(self, image: torch.Tensor) -> torch.Tensor:
+        blurred = torch.fft.irfft2(torch.fft.rfft2(image) * self.transfer, s=self.size)
+        return self.mask * image + (1 - self.mask) * blurred
+
+
+FOCUS_RADII = (0.45, 1.0)
 
 
 def natural_magnitude(
@@ -117,12 +171,16 @@ class PhaseImage:
     start already has a photo's contrast (a gray start becomes a random natural texture).
     """
 
-    def __init__(self, images01: torch.Tensor, slope: float = NATURAL_SLOPE, std: tuple[float, ...] = NATURAL_STD):
+    def __init__(
+        self, images01: torch.Tensor, slope: float = NATURAL_SLOPE, std: tuple[float, ...] = NATURAL_STD,
+        focus: float | None = None,
+    ):
         b, c, h, w = images01.shape
         if c != 3:
             raise CaGError(f"The phase parameterization needs RGB images, got {c} channels.")
         device = images01.device
         self.size = (h, w)
+        self.focus = FocusBlur(h, w, focus, device) if focus else None
         self.color = _COLOR.to(device)
         self.magnitude = natural_magnitude(h, w, slope, std, device)  # fixed for the whole stage
         decorrelated = torch.einsum("bchw,dc->bdhw", _logit(images01.detach().float()), torch.linalg.inv(self.color))
@@ -138,6 +196,8 @@ class PhaseImage:
     def __call__(self) -> torch.Tensor:
         spectrum = torch.complex(self.magnitude * torch.cos(self.phase), self.magnitude * torch.sin(self.phase))
         image = torch.fft.irfft2(spectrum, s=self.size, norm="ortho") + self.mean
+        if self.focus is not None:
+            image = self.focus(image)
         image = torch.einsum("bchw,dc->bdhw", image, self.color)
         return torch.sigmoid(image)
 
@@ -163,12 +223,18 @@ class PixelImage:
         self.pixels.clamp_(0, 1)
 
 
-def parameterize(images01: torch.Tensor, kind: str = "fourier", decay_power: float = 1.0):
-    """A parameterization of `images01`; call it for the current images, step `.params`."""
+def parameterize(
+    images01: torch.Tensor, kind: str = "fourier", decay_power: float = 1.0, image_std: float | None = None,
+    focus: float | None = None,
+):
+    """A parameterization of `images01`; call it for the current images, step `.params`.
+
+    image_std (fourier only): fix each image's contrast (`fix_spread`); None = free.
+    focus (fourier, phase): blur toward the border (`FocusBlur`), sigma as a fraction of the side."""
     if kind == "fourier":
-        return FourierImage(images01, decay_power)
+        return FourierImage(images01, decay_power, image_std, focus)
     if kind == "pixels":
         return PixelImage(images01)
     if kind == "phase":
-        return PhaseImage(images01)
+        return PhaseImage(images01, focus=focus)
     raise CaGError(f"Unknown parameterization '{kind}'. Allowed: {', '.join(PARAMETERIZATIONS)}.")

@@ -126,3 +126,51 @@ def test_center_std_spreads_less_than_uniform():
 def test_bad_center_std_is_refused():
     with pytest.raises(CaGError, match="center_std"):
         AugmentConfig(center_std=-0.1)
+
+
+# ---- contrast and focus priors ---------------------------------------------------------------
+
+
+def test_image_std_fixes_the_contrast_of_a_washed_out_image():
+    """A low-contrast (veiled) start comes out of the Fourier parameterization at the asked spread."""
+    from cag_core.parameterization import fix_spread
+
+    veiled = 0.5 + 0.1 * (torch.rand(2, 3, 32, 32, generator=torch.Generator().manual_seed(0)) - 0.5)
+    out = _decorrelated(parameterize(veiled, "fourier", image_std=1.5)())
+    spread = (out - out.mean(dim=(-2, -1), keepdim=True)).square().mean(dim=(1, 2, 3)).sqrt()
+    assert torch.allclose(spread, torch.full_like(spread, 1.5), rtol=1e-3)
+    # a near-blank image is amplified by MAX_SPREAD_GAIN at most
+    blank = torch.full((1, 3, 8, 8), 0.0)
+    blank[..., 0, 0] = 1e-3
+    assert fix_spread(blank, 1.5).abs().max() <= 4.0 * 1e-3 + 1e-9
+
+
+def test_image_std_none_is_todays_fourier():
+    """Without image_std the Fourier parameterization is unchanged (round trip exact)."""
+    images = torch.rand(2, 3, 20, 20, generator=torch.Generator().manual_seed(4))
+    assert torch.allclose(parameterize(images, "fourier", image_std=None)(), images, atol=1e-5)
+
+
+@pytest.mark.parametrize("kind", ["fourier", "phase"])
+def test_focus_keeps_the_centre_and_blurs_the_border(kind):
+    """The middle of the image is untouched; the border loses its fine detail."""
+    noise = torch.rand(1, 3, 64, 64, generator=torch.Generator().manual_seed(5))
+    sharp, focused = parameterize(noise, kind)(), parameterize(noise, kind, focus=0.03)()
+    assert torch.allclose(focused[..., 24:40, 24:40], sharp[..., 24:40, 24:40], atol=1e-5)
+
+    def detail(x):
+        return (x[..., :, 1:] - x[..., :, :-1]).abs()[..., :6, :].mean()
+
+    assert detail(focused) < 0.5 * detail(sharp)
+
+
+def test_focus_and_image_std_reach_the_optimizer():
+    """OptimizeConfig's image_std and focus change the run's images; bad values are refused."""
+    base = OptimizeConfig(steps=3, augment=AugmentConfig(crops=1))
+    start = torch.rand(1, 3, 24, 24, generator=torch.Generator().manual_seed(6))
+    plain = optimize(start, tiny_classifier(), "class 1", config=base).images
+    for change in (dict(image_std=1.5), dict(focus=0.05)):
+        assert not torch.allclose(optimize(start, tiny_classifier(), "class 1", config=replace(base, **change)).images, plain)
+    for bad in (dict(image_std=0.0), dict(focus=1.5)):
+        with pytest.raises(CaGError, match=next(iter(bad))):
+            replace(base, **bad)
