@@ -59,6 +59,9 @@ class OptimizeConfig:
     augment: AugmentConfig = field(default_factory=AugmentConfig)
     mask_ratio: float = 0.75  # MAE: fraction of patches masked, resampled every step
     paste_visible: bool = False  # MAE: keep the visible patches of the input in its output
+    # A view whose target probability reaches this stops pulling (its cross-entropy is floored at
+    # -log(p), no gradient): the image stops gaining class texture once it convinces. None = never.
+    enough_p: float | None = None
     diversity_weight: float = 0.0  # distance-metric loss between images of the batch
     bn_weight: float = 0.0  # batch-norm statistics matching (DeepInversion)
     tv_weight: float = 0.0  # total variation
@@ -81,6 +84,8 @@ class OptimizeConfig:
             raise CaGError(f"image_std must be a positive number or None (free contrast), got {self.image_std}.")
         if self.focus is not None and not 0 < self.focus < 1:
             raise CaGError(f"focus (background blur, a fraction of the image side) must be in (0, 1) or None, got {self.focus}.")
+        if self.enough_p is not None and not 0 < self.enough_p < 1:
+            raise CaGError(f"enough_p must be a probability in (0, 1) or None (never stop pulling), got {self.enough_p}.")
         if not 0 <= self.mask_ratio < 1:
             raise CaGError(f"mask_ratio must be in [0, 1), got {self.mask_ratio}.")
         for name in ("diversity_weight", "bn_weight", "tv_weight"):
@@ -371,7 +376,8 @@ def _step_loss(
     fast = bn_stats is None and not config.compile and fast_classifier_path(images.device, config.autocast)
     for member, weight in zip(ensemble.members, ensemble.weights):
         logits, features = _classify(member, crops, chunk, fast=fast)
-        member_loss = target_loss(logits, target, views)
+        floor = -math.log(config.enough_p) if config.enough_p is not None else 0.0
+        member_loss = target_loss(logits, target, views, floor)
         if config.diversity_weight > 0:
             member_loss = member_loss + config.diversity_weight * diversity_loss(features, batch, views)
         loss = loss + (weight / total_weight) * member_loss

@@ -174,3 +174,22 @@ def test_focus_and_image_std_reach_the_optimizer():
     for bad in (dict(image_std=0.0), dict(focus=1.5)):
         with pytest.raises(CaGError, match=next(iter(bad))):
             replace(base, **bad)
+
+
+def test_loss_floor_stops_convinced_views_pulling():
+    """Views already past the floor give no gradient; the others pull as before."""
+    from cag_core.losses import target_loss
+    from cag_core.targets import parse_target
+
+    target = parse_target("class 0", [f"class {i}" for i in range(4)], 1)
+    logits = torch.tensor([[8.0, 0.0, 0.0, 0.0], [0.0, 1.0, 0.0, 0.0]], requires_grad=True)  # 1 image, 2 views
+    target_loss(logits, target, views=2, floor=0.05).backward()
+    assert logits.grad[0].abs().max() == 0 and logits.grad[1].abs().max() > 0
+    free = logits.detach().clone().requires_grad_(True)
+    target_loss(free, target, views=2).backward()
+    assert free.grad[0].abs().max() > 0 and torch.allclose(free.grad[1], logits.grad[1])
+
+
+def test_enough_p_is_validated():
+    with pytest.raises(CaGError, match="enough_p"):
+        OptimizeConfig(enough_p=1.0)
