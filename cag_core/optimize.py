@@ -54,6 +54,9 @@ class OptimizeConfig:
     steps: int = 100  # Adam steps in this stage
     lr: float = 0.05  # Lucid's rate for the Fourier parameterization; also good for pixels
     parameterization: str = "fourier"  # "fourier" (decorrelated, 1/f), "pixels" or "phase" (MACO)
+    # How fast the spectrum falls, ~1/f^decay_power: fourier's scale (None = Lucid's 1) or phase's
+    # fixed magnitudes (None = the photos' 1.35, parameterization.NATURAL_SLOPE).
+    decay_power: float | None = None
     image_std: float | None = None  # fourier: fix each image's contrast to this (parameterization.fix_spread)
     focus: float | None = None  # fourier/phase: blur toward the border, sigma / side (parameterization.FocusBlur)
     augment: AugmentConfig = field(default_factory=AugmentConfig)
@@ -82,6 +85,8 @@ class OptimizeConfig:
             raise CaGError(f"Unknown parameterization '{self.parameterization}'. Allowed: {', '.join(PARAMETERIZATIONS)}.")
         if self.image_std is not None and not (self.image_std > 0 and math.isfinite(self.image_std)):
             raise CaGError(f"image_std must be a positive number or None (free contrast), got {self.image_std}.")
+        if self.decay_power is not None and not (0 <= self.decay_power <= 3):
+            raise CaGError(f"decay_power must be between 0 and 3 (Lucid: 1), got {self.decay_power}.")
         if self.focus is not None and not 0 < self.focus < 1:
             raise CaGError(f"focus (background blur, a fraction of the image side) must be in (0, 1) or None, got {self.focus}.")
         if self.enough_p is not None and not 0 < self.enough_p < 1:
@@ -244,7 +249,7 @@ def optimize(
     with torch.inference_mode(False), torch.enable_grad():
         # Inputs may be inference tensors (ComfyUI): the parameterization copies them.
         image_fn = parameterize(
-            images01.detach().clone(), config.parameterization, image_std=config.image_std, focus=config.focus
+            images01.detach().clone(), config.parameterization, config.decay_power, config.image_std, config.focus
         )
         optimizer = _make_optimizer(
             config.optimizer, image_fn.params, config.lr, device, capturable=captures(device, config.cuda_graph)

@@ -224,17 +224,19 @@ class PixelImage:
 
 
 def parameterize(
-    images01: torch.Tensor, kind: str = "fourier", decay_power: float = 1.0, image_std: float | None = None,
+    images01: torch.Tensor, kind: str = "fourier", decay_power: float | None = None, image_std: float | None = None,
     focus: float | None = None,
 ):
     """A parameterization of `images01`; call it for the current images, step `.params`.
 
+    decay_power: the spectrum's fall-off, fourier's 1/f^p scale (None: 1.0) or phase's fixed
+    magnitudes (None: NATURAL_SLOPE).
     image_std (fourier only): fix each image's contrast (`fix_spread`); None = free.
     focus (fourier, phase): blur toward the border (`FocusBlur`), sigma as a fraction of the side."""
     if kind == "fourier":
-        return FourierImage(images01, decay_power, image_std, focus)
+        return FourierImage(images01, 1.0 if decay_power is None else decay_power, image_std, focus)
     if kind == "pixels":
         return PixelImage(images01)
     if kind == "phase":
-        return PhaseImage(images01, focus=focus)
+        return PhaseImage(images01, NATURAL_SLOPE if decay_power is None else decay_power, focus=focus)
     raise CaGError(f"Unknown parameterization '{kind}'. Allowed: {', '.join(PARAMETERIZATIONS)}.")
