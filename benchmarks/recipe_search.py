@@ -67,9 +67,38 @@ def _variant(description: str, recipe: str = "lucid", progressive: dict | None =
 
 CANDIDATES: dict[str, Variant] = {
     "lucid": _variant("today's default: fourier (Lucid), 2 crops anywhere, 64 -> 128 -> 256, 100 steps each"),
+    "lucid_centered": Variant("lucid, crop centres ~ N(0, 0.4) (center_std)", get_recipe("lucid_centered")),
+    "phase_focus": Variant("phase (MACO, natural spectrum) lr 0.2, centred crops, background blur 0.02",
+                           get_recipe("phase_focus")),
+    # ---- screening (8 classes, seed 0); "64" = only the 64 px stage, judged upsampled to 256 ----
+    "phase64_lr05": _variant("phase, lr 0.05, 64 px stage only", "lucid", dict(sizes=(64,), steps=(100,)),
+                             parameterization="phase", lr=0.05),
+    "phase64_lr20": _variant("phase, lr 0.2, 64 px stage only", "lucid", dict(sizes=(64,), steps=(100,)),
+                             parameterization="phase", lr=0.2),
+    "lucid64": _variant("lucid, 64 px stage only", "lucid", dict(sizes=(64,), steps=(100,))),
+    "std64": _variant("lucid + image_std 1.8, 64 px stage only", "lucid", dict(sizes=(64,), steps=(100,)),
+                      image_std=1.8),
+    "std_c04_64": _variant("lucid + image_std 1.8 + center_std 0.4, 64 px only", "lucid",
+                           dict(sizes=(64,), steps=(100,)), image_std=1.8, augment=_aug("lucid", center_std=0.4)),
+    "std_c04_f02_64": _variant("lucid + image_std 1.8 + center_std 0.4 + focus 0.02, 64 px only", "lucid",
+                               dict(sizes=(64,), steps=(100,)), image_std=1.8, focus=0.02,
+                               augment=_aug("lucid", center_std=0.4)),
+    "phase_c04_f02_64": _variant("phase_focus, 64 px stage only", "phase_focus", dict(sizes=(64,), steps=(100,))),
+    "lucid_c04_f02_64": _variant("lucid + center_std 0.4 + focus 0.02, 64 px only", "lucid_centered",
+                                 dict(sizes=(64,), steps=(100,)), focus=0.02),
+    "phase_focus_enough90": _variant("phase_focus + enough_p 0.9", "phase_focus", enough_p=0.9),
+    "phase_focus_slope16": _variant("phase_focus, spectrum slope 1.6 (ImageNet's, per MACO's file)",
+                                    "phase_focus", decay_power=1.6),
+    "lucid_centered_focus": _variant("lucid_centered + focus 0.02", "lucid_centered", focus=0.02),
 }
 
-GROUPS: dict[str, tuple[str, ...]] = {}
+GROUPS: dict[str, tuple[str, ...]] = {
+    "confirm": ("lucid", "lucid_centered", "phase_focus"),
+    "screen64": ("phase64_lr05", "phase64_lr20", "lucid64", "std64", "std_c04_64", "std_c04_f02_64",
+                 "phase_c04_f02_64", "lucid_c04_f02_64"),
+    "screen": ("lucid", "lucid_centered", "phase_focus", "phase_focus_enough90", "phase_focus_slope16",
+               "lucid_centered_focus"),
+}
 
 
 def register() -> None:
@@ -94,6 +123,26 @@ def expand(spec: str) -> list[str]:
             if name not in names:
                 names.append(name)
     return names
+
+
+def look(images: torch.Tensor) -> dict:
+    """Descriptive numbers of what a viewer sees (not quality scores): `contrast` = pixel std (photos
+    of scikit-image: ~0.2; a gray veil is low), `border_detail` = mean gradient in the outer ring
+    over the inner disc (~1 = class texture everywhere; small = a quiet background), `clipped` =
+    fraction of channel values blown out to < 0.02 or > 0.98."""
+    images = images.float().clamp(0, 1)
+    h, w = images.shape[-2:]
+    y = torch.linspace(-1, 1, h)[:, None]
+    x = torch.linspace(-1, 1, w)[None, :]
+    r = torch.sqrt(x * x + y * y)[:-1, :-1]
+    grad = (images[..., 1:, :-1] - images[..., :-1, :-1]).abs() + (images[..., :-1, 1:] - images[..., :-1, :-1]).abs()
+    grad = grad.mean(1)  # [B, h-1, w-1]
+    inner, outer = grad[:, r < 0.4].mean(-1), grad[:, r > 0.85].mean(-1)
+    return {
+        "contrast": round(float(images.std(dim=(-2, -1)).mean()), 3),
+        "border_detail": round(float((outer / inner.clamp(min=1e-6)).mean()), 3),
+        "clipped": round(float(((images < 0.02) | (images > 0.98)).float().mean()), 3),
+    }
 
 
 def contact_sheet(rows: list[list[torch.Tensor]], path: Path, side: int = 192, labels: list[list[str]] | None = None):
@@ -155,6 +204,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             images[name][seed] = quality.run([name], classes, [seed], split, args.out, batch=args.batch,
                                              keep_images=name)
     class_names = quality.classifier(quality.LITE[0]).class_names
+    looks = quality.load_results(args.out.with_name(args.out.stem + "_look.json"))
+    for name in names:
+        stacked = torch.stack([img for seed in seeds for img in images[name][seed].values()])
+        looks["variants"].setdefault(name, {})[f"{split} seeds {','.join(map(str, seeds))}"] = look(stacked)
+    args.out.with_name(args.out.stem + "_look.json").write_text(__import__("json").dumps(looks, indent=1) + "\n")
     per_row = 8
     for name in names:
         rows, labels = [], []

@@ -164,6 +164,13 @@ def natural_magnitude(
     return magnitude[None] * scale
 
 
+# The mean colour is stored divided by this, so Adam's steps move it this many times slower than the
+# phases. 1 = as fast: some images then drift toward white (about 4 % of values clipped), but at
+# 0.1 the random start's colour clouds stayed and fewer images convinced the judges
+# (benchmarks/results/recipe_search/README.md).
+_MEAN_STEP = 1.0
+
+
 class PhaseImage:
     """MACO's parameterization: natural Fourier magnitudes held fixed, phases and mean colour free.
 
@@ -187,7 +194,7 @@ class PhaseImage:
         mean = decorrelated.mean(dim=(-2, -1), keepdim=True)
         spectrum = torch.fft.rfft2(decorrelated - mean, norm="ortho")
         self.phase = torch.angle(spectrum).contiguous().requires_grad_(True)
-        self.mean = mean.contiguous().requires_grad_(True)
+        self.mean = (mean / _MEAN_STEP).contiguous().requires_grad_(True)
 
     @property
     def params(self) -> list[torch.Tensor]:
@@ -195,7 +202,7 @@ class PhaseImage:
 
     def __call__(self) -> torch.Tensor:
         spectrum = torch.complex(self.magnitude * torch.cos(self.phase), self.magnitude * torch.sin(self.phase))
-        image = torch.fft.irfft2(spectrum, s=self.size, norm="ortho") + self.mean
+        image = torch.fft.irfft2(spectrum, s=self.size, norm="ortho") + self.mean * _MEAN_STEP
         if self.focus is not None:
             image = self.focus(image)
         image = torch.einsum("bchw,dc->bdhw", image, self.color)

@@ -36,6 +36,27 @@ RECIPES: dict[str, ProgressiveConfig] = {
     ),
 }
 
+# Today's recipe with crops that land near the middle: the object is drawn whole and central.
+RECIPES["lucid_centered"] = dataclasses.replace(
+    RECIPES["lucid"],
+    stage=dataclasses.replace(
+        RECIPES["lucid"].stage,
+        augment=dataclasses.replace(RECIPES["lucid"].stage.augment, center_std=0.4),  # crop centres ~ N(0, 0.4)
+    ),
+)
+
+# MACO's natural-spectrum phase parameterization, centred crops and a blurred background.
+RECIPES["phase_focus"] = dataclasses.replace(
+    RECIPES["lucid"],
+    stage=dataclasses.replace(
+        RECIPES["lucid"].stage,
+        parameterization="phase",  # natural magnitudes fixed (slope 1.35, photo contrast); phases free
+        lr=0.2,  # radians per Adam step (0.05 left the random start's texture in place at 64 px)
+        focus=0.02,  # background blurred with sigma 2 % of the side outside the centre (FocusBlur)
+        augment=dataclasses.replace(RECIPES["lucid"].stage.augment, center_std=0.4),
+    ),
+)
+
 
 def list_recipes() -> list[str]:
     return list(RECIPES)
