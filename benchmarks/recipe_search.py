@@ -17,7 +17,6 @@ their seconds per image compare within one run.
 from __future__ import annotations
 
 import argparse
-import math
 import os
 import sys
 from dataclasses import replace

@@ -19,7 +19,6 @@ into [0.02, 0.98] (a saturated pixel's logit is otherwise set by the clamp, not 
 from __future__ import annotations
 
 import argparse
-import math
 
 import numpy as np
 import torch
