@@ -6,9 +6,9 @@ numbers (merged into --out, with a Markdown table beside it), each candidate get
 contact sheet, one row per 8 classes and seed, in --sheets; a labeled copy (for the person tuning,
 who is not blind to the labels anyway) goes to --labeled when given.
 
-    python -m benchmarks.recipe_search --classes screen --seeds 0 --variants lucid,maco_center
-    python -m benchmarks.recipe_search --classes tuning --seeds 0,1 --variants confirm
-    python -m benchmarks.recipe_search --cpu-probe 5 --variants lucid,maco_center
+    python -m benchmarks.recipe_search --classes tuning --seeds 0,1 --variants confirm   # the confirmation
+    python -m benchmarks.recipe_search --cpu-probe 5 --variants confirm                  # CPU seconds only
+    python -m benchmarks.recipe_search --classes screen --seeds 0 --variants screen,screen64
 
 Seeds are the outer loop, so candidates alternate batch by batch and share the machine's load:
 their seconds per image compare within one run.
@@ -100,8 +100,15 @@ GROUPS: dict[str, tuple[str, ...]] = {
 }
 
 
+SPLIT_TITLES = {
+    "recipe_tuning": "Recipe search, tuning classes: " + ", ".join(map(str, CLASSES["tuning"])),
+    "recipe_screen": "Recipe search, screening classes: " + ", ".join(map(str, CLASSES["screen"])),
+}
+
+
 def register() -> None:
     """Make the candidates visible to benchmarks.quality (its run() looks variants up by name)."""
+    quality.SPLIT_TITLES.update(SPLIT_TITLES)
     for name, variant in CANDIDATES.items():
         if name in quality.VARIANTS and quality.VARIANTS[name] is not variant and name not in _REGISTERED:
             raise ValueError(f"Candidate '{name}' would shadow benchmarks.quality's variant of that name.")
@@ -161,7 +168,8 @@ def contact_sheet(rows: list[list[torch.Tensor]], path: Path, side: int = 192, l
             if labels:
                 draw.text((x * side + 3, top + 1), labels[y][x][:28], fill="black")
     path.parent.mkdir(parents=True, exist_ok=True)
-    sheet.save(path, optimize=True)
+    # 256 colours: the committed sheets stay near 1 MB instead of 2.5 (fine for judging by eye).
+    (sheet if labels else sheet.quantize(colors=256)).save(path, optimize=True)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -186,7 +194,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     register()
-    split = args.classes if args.classes in CLASSES else "custom"
+    split = f"recipe_{args.classes}" if args.classes in CLASSES else "custom"
     classes = CLASSES.get(args.classes) or quality.parse_ints(args.classes)
     if FORBIDDEN & set(classes):
         raise SystemExit(f"Classes {sorted(FORBIDDEN & set(classes))} are held out: not for tuning.")

@@ -36,7 +36,8 @@ RECIPES: dict[str, ProgressiveConfig] = {
     ),
 }
 
-# Today's recipe with crops that land near the middle: the object is drawn whole and central.
+# Today's recipe with crops that land near the middle: the object is more often whole and central.
+# Recipe search (16 tuning classes x 2 seeds): Lite2 top-1 31/32 vs lucid's 30/32, same time.
 RECIPES["lucid_centered"] = dataclasses.replace(
     RECIPES["lucid"],
     stage=dataclasses.replace(
@@ -45,7 +46,8 @@ RECIPES["lucid_centered"] = dataclasses.replace(
     ),
 )
 
-# MACO's natural-spectrum phase parameterization, centred crops and a blurred background.
+# MACO's natural-spectrum phase parameterization, centred crops and a blurred background: no gray
+# veil and a quiet background, but vaguer objects and lower agreement (Lite2 top-5 27/32): opt-in.
 RECIPES["phase_focus"] = dataclasses.replace(
     RECIPES["lucid"],
     stage=dataclasses.replace(
