@@ -27,6 +27,10 @@ class AugmentConfig:
     crop_ratio: tuple[float, float] = (3 / 4, 4 / 3)  # crop aspect ratio range
     jitter: float = 0.05  # max shift as a fraction of the image side (wraps by reflection)
     flip: bool = True  # mirror half of the views left-right
+    # Where crop centres land: None = uniformly anywhere the crop fits; a number = normally around
+    # the image centre with this standard deviation, in units of how far the crop can move (0.5:
+    # most crops near the middle, few at the border), clipped to where the crop fits.
+    center_std: float | None = None
 
     def __post_init__(self):
         if self.crops < 1:
@@ -36,6 +40,8 @@ class AugmentConfig:
             raise CaGError(f"crop_scale must satisfy 0 < min <= max <= 1, got {self.crop_scale}.")
         if not 0 <= self.jitter < 1:
             raise CaGError(f"jitter must be in [0, 1), got {self.jitter}.")
+        if self.center_std is not None and not (0 <= self.center_std and math.isfinite(self.center_std)):
+            raise CaGError(f"center_std must be a non-negative number or None (uniform), got {self.center_std}.")
 
 
 # No augmentation: the whole image, unshifted (the paper's plain baseline).
@@ -54,11 +60,14 @@ def view_thetas(cfg: AugmentConfig, streams: ImageStreams) -> torch.Tensor:
     sx = torch.sqrt(area * ratio).clamp(max=1.0)
     sy = torch.sqrt(area / ratio).clamp(max=1.0)
     # Crop centre anywhere the crop fits, then jitter (which may leave the image: reflection).
-    tx = (1 - sx) * (2 * u[:, 2] - 1) + 2 * cfg.jitter * (2 * u[:, 4] - 1)
-    ty = (1 - sy) * (2 * u[:, 3] - 1) + 2 * cfg.jitter * (2 * u[:, 5] - 1)
+    cx, cy = 2 * u[:, 2] - 1, 2 * u[:, 3] - 1
     flip = torch.ones(n)
     if cfg.flip:
         flip = torch.where(streams.rand(cfg.crops).reshape(n) < 0.5, -1.0, 1.0)
+    if cfg.center_std is not None:  # drawn after the flips: the uniform recipe's stream is unchanged
+        cx, cy = (cfg.center_std * streams.randn(2, cfg.crops).permute(1, 0, 2).reshape(2, n)).clamp(-1, 1)
+    tx = (1 - sx) * cx + 2 * cfg.jitter * (2 * u[:, 4] - 1)
+    ty = (1 - sy) * cy + 2 * cfg.jitter * (2 * u[:, 5] - 1)
     theta = torch.zeros(n, 2, 3)
     theta[:, 0, 0] = sx * flip
     theta[:, 0, 2] = tx

@@ -24,13 +24,18 @@ from torch import nn
 from .targets import Target
 
 
-def target_loss(logits: torch.Tensor, target: Target, views: int) -> torch.Tensor:
+def target_loss(logits: torch.Tensor, target: Target, views: int, floor: float = 0.0) -> torch.Tensor:
     """[B]: each image's loss, the mean over its views; logits [B * views, C], image i's views in
-    rows i*views .. (i+1)*views-1."""
+    rows i*views .. (i+1)*views-1.
+
+    floor: a view whose cross-entropy is already below this counts as `floor`, with no gradient
+    (a view that convinces stops pulling; 0 = never, today's loss)."""
     logits = logits.float()
     log_probs = F.log_softmax(logits, dim=-1)
     positive = target.positive.repeat_interleave(views, dim=0)
     loss = -(positive * log_probs).sum(-1)
+    if floor > 0:
+        loss = loss.clamp(min=floor)
     if target.has_negative:
         negative = target.negative.repeat_interleave(views, dim=0)
         loss = loss + (negative * log_probs.exp()).sum(-1)

@@ -61,10 +61,18 @@ class OptimizeConfig:
 
     steps: int = 100  # Adam steps in this stage
     lr: float = 0.05  # Lucid's rate for the Fourier parameterization; also good for pixels
-    parameterization: str = "fourier"  # "fourier" (decorrelated, 1/f) or "pixels"
+    parameterization: str = "fourier"  # "fourier" (decorrelated, 1/f), "pixels" or "phase" (MACO)
+    # How fast the spectrum falls, ~1/f^decay_power: fourier's scale (None = Lucid's 1) or phase's
+    # fixed magnitudes (None = the photos' 1.35, parameterization.NATURAL_SLOPE).
+    decay_power: float | None = None
+    image_std: float | None = None  # fourier: fix each image's contrast to this (parameterization.fix_spread)
+    focus: float | None = None  # fourier/phase: blur toward the border, sigma / side (parameterization.FocusBlur)
     augment: AugmentConfig = field(default_factory=AugmentConfig)
     mask_ratio: float = 0.75  # MAE: fraction of patches masked, resampled every step
     paste_visible: bool = False  # MAE: keep the visible patches of the input in its output
+    # A view whose target probability reaches this stops pulling (its cross-entropy is floored at
+    # -log(p), no gradient): the image stops gaining class texture once it convinces. None = never.
+    enough_p: float | None = None
     diversity_weight: float = 0.0  # distance-metric loss between images of the batch
     bn_weight: float = 0.0  # batch-norm statistics matching (DeepInversion)
     tv_weight: float = 0.0  # total variation
@@ -86,6 +94,14 @@ class OptimizeConfig:
             raise CaGError(f"lr must be a positive number, got {self.lr}.")
         if self.parameterization not in PARAMETERIZATIONS:
             raise CaGError(f"Unknown parameterization '{self.parameterization}'. Allowed: {', '.join(PARAMETERIZATIONS)}.")
+        if self.image_std is not None and not (self.image_std > 0 and math.isfinite(self.image_std)):
+            raise CaGError(f"image_std must be a positive number or None (free contrast), got {self.image_std}.")
+        if self.decay_power is not None and not (0 <= self.decay_power <= 3):
+            raise CaGError(f"decay_power must be between 0 and 3 (Lucid: 1), got {self.decay_power}.")
+        if self.focus is not None and not 0 < self.focus < 1:
+            raise CaGError(f"focus (background blur, a fraction of the image side) must be in (0, 1) or None, got {self.focus}.")
+        if self.enough_p is not None and not 0 < self.enough_p < 1:
+            raise CaGError(f"enough_p must be a probability in (0, 1) or None (never stop pulling), got {self.enough_p}.")
         if not 0 <= self.mask_ratio < 1:
             raise CaGError(f"mask_ratio must be in [0, 1), got {self.mask_ratio}.")
         for name in ("diversity_weight", "bn_weight", "tv_weight", "anchor_weight"):
@@ -258,7 +274,7 @@ def optimize(
         start = images01.detach().clone()
         if config.fill_masked and region is not None and region[1] is not None:
             start = fill_from_surroundings(start.float(), region[1])
-        image_fn = parameterize(start, config.parameterization)
+        image_fn = parameterize(start, config.parameterization, config.decay_power, config.image_std, config.focus)
         optimizer = _make_optimizer(
             config.optimizer, image_fn.params, config.lr, device, capturable=captures(device, config.cuda_graph)
         )
@@ -423,7 +439,8 @@ def _step_loss(
     fast = bn_stats is None and not config.compile and fast_classifier_path(images.device, config.autocast)
     for member, weight in zip(ensemble.members, ensemble.weights):
         logits, features = _classify(member, crops, chunk, views, fast=fast)
-        member_losses = target_loss(logits, target, views)
+        floor = -math.log(config.enough_p) if config.enough_p is not None else 0.0
+        member_losses = target_loss(logits, target, views, floor)
         if config.diversity_weight > 0:
             member_losses = member_losses + config.diversity_weight * diversity_loss(features, batch, views)
         losses = losses + (weight / total_weight) * member_losses

@@ -1,0 +1,236 @@
+"""The search for a better-looking default recipe (issue 15, point 3): candidates, judged and drawn.
+
+Every candidate is a `benchmarks.quality` variant (Lite0 generates; Lite1 and Lite2, which took no
+part, judge the whole 256 px frame), run on the recipe search's own tuning classes. Besides the
+numbers (merged into --out, with a Markdown table beside it), each candidate gets an unlabeled
+contact sheet, one row per 8 classes and seed, in --sheets; a labeled copy (for the person tuning,
+who is not blind to the labels anyway) goes to --labeled when given.
+
+    python -m benchmarks.recipe_search --classes tuning --seeds 0,1 --variants confirm   # the confirmation
+    python -m benchmarks.recipe_search --cpu-probe 5 --variants confirm                  # CPU seconds only
+    python -m benchmarks.recipe_search --classes screen --seeds 0 --variants screen,screen64
+
+Seeds are the outer loop, so candidates alternate batch by batch and share the machine's load:
+their seconds per image compare within one run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from dataclasses import replace
+from pathlib import Path
+from typing import Sequence
+
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # as benchmarks.quality (set before torch starts)
+
+import torch  # noqa: E402
+
+from benchmarks import quality  # noqa: E402
+from benchmarks.quality import Variant  # noqa: E402
+from cag_core.recipes import get_recipe  # noqa: E402
+
+# Chosen before any measurement (benchmarks/results/recipe_search/README.md says why); none is in
+# the lead's held-out set, nor in benchmarks.quality's `heldout` or `test` lists.
+CLASSES: dict[str, tuple[int, ...]] = {
+    "tuning": (1, 130, 145, 151, 207, 281, 291, 323, 407, 417, 483, 849, 879, 950, 963, 980),
+    "screen": (1, 151, 291, 323, 407, 849, 963, 980),
+}
+FORBIDDEN = frozenset(
+    (11, 120, 142, 196, 265, 325, 386, 441, 559, 624, 630, 702, 758, 833, 932, 939)
+    + tuple(range(20, 960, 40)) + (5, 205, 405, 605, 805)
+)
+RESULTS = Path("benchmarks/results/recipe_search")
+
+
+def _recipe(name: str, description: str, **overrides) -> Variant:
+    return Variant(description, get_recipe(name, **overrides))
+
+
+def _stage(name: str, **stage) -> Variant:
+    """The named recipe with some per-stage OptimizeConfig fields changed."""
+    base = get_recipe(name)
+    return Variant("", replace(base, stage=replace(base.stage, **stage)))
+
+
+def _aug(name: str, **augment):
+    base = get_recipe(name)
+    return replace(base.stage.augment, **augment)
+
+
+def _variant(description: str, recipe: str = "lucid", progressive: dict | None = None, **stage) -> Variant:
+    base = get_recipe(recipe, **(progressive or {}))
+    return Variant(description, replace(base, stage=replace(base.stage, **stage)))
+
+
+CANDIDATES: dict[str, Variant] = {
+    "lucid": _variant("today's default: fourier (Lucid), 2 crops anywhere, 64 -> 128 -> 256, 100 steps each"),
+    "lucid_centered": Variant("lucid, crop centres ~ N(0, 0.4) (center_std)", get_recipe("lucid_centered")),
+    "phase_focus": Variant("phase (MACO, natural spectrum) lr 0.2, centred crops, background blur 0.02",
+                           get_recipe("phase_focus")),
+    # ---- screening (8 classes, seed 0); "64" = only the 64 px stage, judged upsampled to 256 ----
+    "phase64_lr05": _variant("phase, lr 0.05, 64 px stage only", "lucid", dict(sizes=(64,), steps=(100,)),
+                             parameterization="phase", lr=0.05),
+    "phase64_lr20": _variant("phase, lr 0.2, 64 px stage only", "lucid", dict(sizes=(64,), steps=(100,)),
+                             parameterization="phase", lr=0.2),
+    "lucid64": _variant("lucid, 64 px stage only", "lucid", dict(sizes=(64,), steps=(100,))),
+    "std64": _variant("lucid + image_std 1.8, 64 px stage only", "lucid", dict(sizes=(64,), steps=(100,)),
+                      image_std=1.8),
+    "std_c04_64": _variant("lucid + image_std 1.8 + center_std 0.4, 64 px only", "lucid",
+                           dict(sizes=(64,), steps=(100,)), image_std=1.8, augment=_aug("lucid", center_std=0.4)),
+    "std_c04_f02_64": _variant("lucid + image_std 1.8 + center_std 0.4 + focus 0.02, 64 px only", "lucid",
+                               dict(sizes=(64,), steps=(100,)), image_std=1.8, focus=0.02,
+                               augment=_aug("lucid", center_std=0.4)),
+    "phase_c04_f02_64": _variant("phase_focus, 64 px stage only", "phase_focus", dict(sizes=(64,), steps=(100,))),
+    "lucid_c04_f02_64": _variant("lucid + center_std 0.4 + focus 0.02, 64 px only", "lucid_centered",
+                                 dict(sizes=(64,), steps=(100,)), focus=0.02),
+    "phase_focus_enough90": _variant("phase_focus + enough_p 0.9", "phase_focus", enough_p=0.9),
+    "phase_focus_slope16": _variant("phase_focus, spectrum slope 1.6 (ImageNet's, per MACO's file)",
+                                    "phase_focus", decay_power=1.6),
+    "lucid_centered_focus": _variant("lucid_centered + focus 0.02", "lucid_centered", focus=0.02),
+}
+
+GROUPS: dict[str, tuple[str, ...]] = {
+    "confirm": ("lucid", "lucid_centered", "phase_focus"),
+    "screen64": ("phase64_lr05", "phase64_lr20", "lucid64", "std64", "std_c04_64", "std_c04_f02_64",
+                 "phase_c04_f02_64", "lucid_c04_f02_64"),
+    "screen": ("lucid", "lucid_centered", "phase_focus", "phase_focus_enough90", "phase_focus_slope16",
+               "lucid_centered_focus"),
+}
+
+
+SPLIT_TITLES = {
+    "recipe_tuning": "Recipe search, tuning classes: " + ", ".join(map(str, CLASSES["tuning"])),
+    "recipe_screen": "Recipe search, screening classes: " + ", ".join(map(str, CLASSES["screen"])),
+}
+
+
+def register() -> None:
+    """Make the candidates visible to benchmarks.quality (its run() looks variants up by name)."""
+    quality.SPLIT_TITLES.update(SPLIT_TITLES)
+    for name, variant in CANDIDATES.items():
+        if name in quality.VARIANTS and quality.VARIANTS[name] is not variant and name not in _REGISTERED:
+            raise ValueError(f"Candidate '{name}' would shadow benchmarks.quality's variant of that name.")
+        quality.VARIANTS[name] = variant
+        _REGISTERED.add(name)
+
+
+_REGISTERED: set[str] = set()
+
+
+def expand(spec: str) -> list[str]:
+    names: list[str] = []
+    for item in (s.strip() for s in spec.split(",") if s.strip()):
+        for name in GROUPS.get(item, (item,)):
+            if name not in CANDIDATES:
+                raise ValueError(f"Unknown candidate '{name}'. Available: {', '.join(CANDIDATES)} "
+                                 f"(groups: {', '.join(GROUPS) or 'none'}).")
+            if name not in names:
+                names.append(name)
+    return names
+
+
+def look(images: torch.Tensor) -> dict:
+    """Descriptive numbers of what a viewer sees (not quality scores): `contrast` = pixel std (photos
+    of scikit-image: ~0.2; a gray veil is low), `border_detail` = mean gradient in the outer ring
+    over the inner disc (~1 = class texture everywhere; small = a quiet background), `clipped` =
+    fraction of channel values blown out to < 0.02 or > 0.98."""
+    images = images.float().clamp(0, 1)
+    h, w = images.shape[-2:]
+    y = torch.linspace(-1, 1, h)[:, None]
+    x = torch.linspace(-1, 1, w)[None, :]
+    r = torch.sqrt(x * x + y * y)[:-1, :-1]
+    grad = (images[..., 1:, :-1] - images[..., :-1, :-1]).abs() + (images[..., :-1, 1:] - images[..., :-1, :-1]).abs()
+    grad = grad.mean(1)  # [B, h-1, w-1]
+    inner, outer = grad[:, r < 0.4].mean(-1), grad[:, r > 0.85].mean(-1)
+    return {
+        "contrast": round(float(images.std(dim=(-2, -1)).mean()), 3),
+        "border_detail": round(float((outer / inner.clamp(min=1e-6)).mean()), 3),
+        "clipped": round(float(((images < 0.02) | (images > 0.98)).float().mean()), 3),
+    }
+
+
+def contact_sheet(rows: list[list[torch.Tensor]], path: Path, side: int = 192, labels: list[list[str]] | None = None):
+    """Rows of images as one PNG, `side` px each; labels (optional) written on a strip above each."""
+    from PIL import Image, ImageDraw
+
+    columns = max(len(r) for r in rows)
+    label_h = 14 if labels else 0
+    sheet = Image.new("RGB", (columns * side, len(rows) * (side + label_h)), "white")
+    draw = ImageDraw.Draw(sheet)
+    for y, row in enumerate(rows):
+        for x, img in enumerate(row):
+            small = torch.nn.functional.interpolate(img[None], size=(side, side), mode="bilinear", antialias=True)[0]
+            array = (small.clamp(0, 1).permute(1, 2, 0) * 255).round().byte().numpy()
+            top = y * (side + label_h)
+            sheet.paste(Image.fromarray(array), (x * side, top + label_h))
+            if labels:
+                draw.text((x * side + 3, top + 1), labels[y][x][:28], fill="black")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    # 256 colours: the committed sheets stay near 1 MB instead of 2.5 (fine for judging by eye).
+    (sheet if labels else sheet.quantize(colors=256)).save(path, optimize=True)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--classes", default="screen", help=f"{' or '.join(CLASSES)}, or comma-separated indices")
+    parser.add_argument("--seeds", default="0")
+    parser.add_argument("--variants", default="lucid", help="comma-separated candidates or groups; --list shows them")
+    parser.add_argument("--out", type=Path, default=RESULTS / "results.json")
+    parser.add_argument("--sheets", type=Path, default=RESULTS, help="folder for the unlabeled contact sheets")
+    parser.add_argument("--sheet-side", type=int, default=192)
+    parser.add_argument("--labeled", type=Path, default=None, help="also write labeled sheets and 256 px PNGs here")
+    parser.add_argument("--batch", type=int, default=8)
+    parser.add_argument("--cpu-probe", type=int, default=0, metavar="STEPS")
+    parser.add_argument("--list", action="store_true")
+    args = parser.parse_args(argv)
+    if args.list:
+        for group, names in GROUPS.items():
+            print(f"{group}: {', '.join(names)}")
+        for name, v in CANDIDATES.items():
+            print(f"  {name:22s} {v.description}")
+        return 0
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    register()
+    split = f"recipe_{args.classes}" if args.classes in CLASSES else "custom"
+    classes = CLASSES.get(args.classes) or quality.parse_ints(args.classes)
+    if FORBIDDEN & set(classes):
+        raise SystemExit(f"Classes {sorted(FORBIDDEN & set(classes))} are held out: not for tuning.")
+    seeds = quality.parse_ints(args.seeds)
+    names = expand(args.variants)
+    if args.cpu_probe:
+        return quality.main(["--cpu-probe", str(args.cpu_probe), "--variants", ",".join(names),
+                             "--out", str(args.out), "--batch", str(args.batch)])
+    print(f"{len(names)} candidates x {len(classes)} classes x {len(seeds)} seeds; "
+          f"torch threads {torch.get_num_threads()}", flush=True)
+    images: dict[str, dict[int, dict[int, torch.Tensor]]] = {n: {} for n in names}
+    for seed in seeds:
+        for name in names:
+            images[name][seed] = quality.run([name], classes, [seed], split, args.out, batch=args.batch,
+                                             keep_images=name)
+    class_names = quality.classifier(quality.LITE[0]).class_names
+    looks = quality.load_results(args.out.with_name(args.out.stem + "_look.json"))
+    for name in names:
+        stacked = torch.stack([img for seed in seeds for img in images[name][seed].values()])
+        looks["variants"].setdefault(name, {})[f"{split} seeds {','.join(map(str, seeds))}"] = look(stacked)
+    args.out.with_name(args.out.stem + "_look.json").write_text(__import__("json").dumps(looks, indent=1) + "\n")
+    per_row = 8
+    for name in names:
+        rows, labels = [], []
+        for seed in seeds:
+            kept = images[name][seed]
+            for start in range(0, len(classes), per_row):
+                chunk = classes[start : start + per_row]
+                rows.append([kept[c] for c in chunk])
+                labels.append([f"{c} {quality.short_name(class_names[c])} s{seed}" for c in chunk])
+        contact_sheet(rows, args.sheets / f"{split}_{name}.png", args.sheet_side)
+        if args.labeled:
+            contact_sheet(rows, args.labeled / f"{split}_{name}.png", 256, labels)
+    print(f"results: {args.out}; sheets: {args.sheets}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,196 @@
+"""Named recipes and the engine features they use: the phase parameterization, centred crops."""
+
+from dataclasses import replace
+
+import pytest
+import torch
+
+from cag_core.augment import AugmentConfig, view_thetas
+from cag_core.streams import ImageStreams
+from cag_core.errors import CaGError
+from cag_core.optimize import OptimizeConfig, optimize
+from cag_core.parameterization import _COLOR, NATURAL_STD, _logit, natural_magnitude, parameterize
+from cag_core.progressive import ProgressiveConfig
+from cag_core.recipes import RECIPES, get_recipe, list_recipes
+from tiny import tiny_classifier
+
+
+def _decorrelated(images01):
+    return torch.einsum("bchw,dc->bdhw", _logit(images01), torch.linalg.inv(_COLOR))
+
+
+# ---- recipes ---------------------------------------------------------------------------------
+
+
+def test_lucid_is_todays_default():
+    """'lucid' names the configuration the pack ships as its default today."""
+    assert get_recipe("lucid") == ProgressiveConfig()
+
+
+def test_get_recipe_returns_a_copy_with_overrides():
+    """Overrides change the copy only; the stored recipe stays as it was."""
+    stored = RECIPES["lucid"]
+    copy = get_recipe("lucid", sizes=(32, 64), steps=(5,))
+    assert copy.sizes == (32, 64) and copy.steps == (5,)
+    assert RECIPES["lucid"] is stored and stored.sizes == (64, 128, 256)
+
+
+def test_every_recipe_builds_its_stages():
+    """Each registered recipe is a valid ProgressiveConfig whose stages can be built."""
+    for name in list_recipes():
+        assert len(get_recipe(name).stage_configs()) == len(get_recipe(name).sizes)
+
+
+@pytest.mark.parametrize("call, message", [(lambda: get_recipe("lucd"), "Available: lucid"),
+                                           (lambda: get_recipe("lucid", step=3), "Allowed: ")])
+def test_bad_names_say_what_is_allowed(call, message):
+    with pytest.raises(CaGError, match=message):
+        call()
+
+
+# ---- the phase parameterization --------------------------------------------------------------
+
+
+@pytest.mark.parametrize("h, w", [(32, 32), (24, 31)])
+def test_natural_magnitude_sets_the_standard_deviation(h, w):
+    """Any phases with these magnitudes give an image of the requested per-channel spread."""
+    magnitude = natural_magnitude(h, w, std=(1.0, 2.0, 0.5))
+    phase = 6.3 * torch.rand(4, 3, h, w // 2 + 1, generator=torch.Generator().manual_seed(0))
+    image = torch.fft.irfft2(torch.polar(magnitude.expand_as(phase), phase), s=(h, w), norm="ortho")
+    std = image.std(dim=(-2, -1)).mean(0)
+    assert torch.allclose(std, torch.tensor([1.0, 2.0, 0.5]), rtol=0.1)
+    assert magnitude[:, 0, 0].abs().max() == 0
+
+
+def test_phase_image_has_natural_contrast_from_any_start():
+    """A near-gray start and a random start both come out with a photo's spread: no gray veil."""
+    gray = (0.5 + 0.01 * torch.randn(2, 3, 32, 32, generator=torch.Generator().manual_seed(1))).clamp(0, 1)
+    for start in (gray, torch.rand(2, 3, 32, 32)):
+        std = _decorrelated(parameterize(start, "phase")()).std(dim=(-2, -1))
+        assert torch.allclose(std, torch.tensor(NATURAL_STD).expand_as(std), rtol=0.02)
+
+
+def test_phase_image_reproduces_an_image_with_natural_magnitudes():
+    """Starting from its own output (natural magnitudes already), the parameterization is exact."""
+    first = parameterize(torch.rand(2, 3, 24, 24, generator=torch.Generator().manual_seed(2)), "phase")()
+    again = parameterize(first.detach(), "phase")()
+    assert torch.allclose(again, first, atol=1e-4)
+
+
+def test_phase_image_keeps_the_mean_colour():
+    """The mean colour of the start survives (only its magnitudes are replaced)."""
+    reddish = torch.zeros(1, 3, 32, 32)
+    reddish[:, 0] = 0.8
+    reddish[:, 1:] = 0.3
+    mean = parameterize(reddish, "phase")().mean(dim=(-2, -1))[0]
+    assert mean[0] > 0.65 and mean[1] < 0.45 and mean[2] < 0.45
+
+
+def test_phase_optimization_lowers_the_loss():
+    """Optimizing only phases and mean colour still moves a tiny classifier toward the target."""
+    config = OptimizeConfig(steps=30, lr=0.1, parameterization="phase", augment=AugmentConfig(crops=2))
+    result = optimize(torch.rand(2, 3, 24, 24, generator=torch.Generator().manual_seed(0)), tiny_classifier(),
+                      "class 3", config=config)
+    assert result.images.shape == (2, 3, 24, 24) and 0 <= result.images.min() and result.images.max() <= 1
+    assert sum(result.losses[-5:]) / 5 < result.losses[0] * 0.7
+
+
+# ---- centred crops ---------------------------------------------------------------------------
+
+
+def test_center_std_zero_puts_every_crop_in_the_middle():
+    """With center_std 0 a crop's centre moves only by the jitter."""
+    cfg = AugmentConfig(crops=4, crop_scale=(0.25, 0.5), jitter=0.05, center_std=0.0)
+    thetas = view_thetas(cfg, ImageStreams.for_batch(0, 64))
+    assert thetas[:, :, 2].abs().max() <= 2 * cfg.jitter + 1e-6
+    uniform = view_thetas(replace(cfg, center_std=None), ImageStreams.for_batch(0, 64))
+    assert uniform[:, :, 2].abs().max() > 0.3
+
+
+def test_center_std_changes_only_where_crops_land():
+    """Sizes, aspect ratios and flips are drawn exactly as in the uniform recipe (same seed)."""
+    cfg = AugmentConfig(crops=2, center_std=0.5)
+    centred = view_thetas(cfg, ImageStreams.for_batch(3, 16))
+    uniform = view_thetas(replace(cfg, center_std=None), ImageStreams.for_batch(3, 16))
+    assert torch.equal(centred[:, 0, 0], uniform[:, 0, 0]) and torch.equal(centred[:, 1, 1], uniform[:, 1, 1])
+    assert not torch.equal(centred[:, :, 2], uniform[:, :, 2])
+
+
+def test_center_std_spreads_less_than_uniform():
+    """A small center_std keeps crop centres nearer the image centre than uniform placement does."""
+    cfg = AugmentConfig(crops=1, crop_scale=(0.25, 0.25), crop_ratio=(1, 1), jitter=0.0, center_std=0.3)
+    centred = view_thetas(cfg, ImageStreams.for_batch(0, 2000))[:, :, 2].abs().mean()
+    uniform = view_thetas(replace(cfg, center_std=None), ImageStreams.for_batch(0, 2000))[:, :, 2].abs().mean()
+    assert centred < 0.5 * uniform
+
+
+def test_bad_center_std_is_refused():
+    with pytest.raises(CaGError, match="center_std"):
+        AugmentConfig(center_std=-0.1)
+
+
+# ---- contrast and focus priors ---------------------------------------------------------------
+
+
+def test_image_std_fixes_the_contrast_of_a_washed_out_image():
+    """A low-contrast (veiled) start comes out of the Fourier parameterization at the asked spread."""
+    from cag_core.parameterization import fix_spread
+
+    veiled = 0.5 + 0.1 * (torch.rand(2, 3, 32, 32, generator=torch.Generator().manual_seed(0)) - 0.5)
+    out = _decorrelated(parameterize(veiled, "fourier", image_std=1.5)())
+    spread = (out - out.mean(dim=(-2, -1), keepdim=True)).square().mean(dim=(1, 2, 3)).sqrt()
+    assert torch.allclose(spread, torch.full_like(spread, 1.5), rtol=1e-3)
+    # a near-blank image is amplified by MAX_SPREAD_GAIN at most
+    blank = torch.full((1, 3, 8, 8), 0.0)
+    blank[..., 0, 0] = 1e-3
+    assert fix_spread(blank, 1.5).abs().max() <= 4.0 * 1e-3 + 1e-9
+
+
+def test_image_std_none_is_todays_fourier():
+    """Without image_std the Fourier parameterization is unchanged (round trip exact)."""
+    images = torch.rand(2, 3, 20, 20, generator=torch.Generator().manual_seed(4))
+    assert torch.allclose(parameterize(images, "fourier", image_std=None)(), images, atol=1e-5)
+
+
+@pytest.mark.parametrize("kind", ["fourier", "phase"])
+def test_focus_keeps_the_centre_and_blurs_the_border(kind):
+    """The middle of the image is untouched; the border loses its fine detail."""
+    noise = torch.rand(1, 3, 64, 64, generator=torch.Generator().manual_seed(5))
+    sharp, focused = parameterize(noise, kind)(), parameterize(noise, kind, focus=0.03)()
+    assert torch.allclose(focused[..., 24:40, 24:40], sharp[..., 24:40, 24:40], atol=1e-5)
+
+    def detail(x):
+        return (x[..., :, 1:] - x[..., :, :-1]).abs()[..., :6, :].mean()
+
+    assert detail(focused) < 0.5 * detail(sharp)
+
+
+def test_focus_and_image_std_reach_the_optimizer():
+    """OptimizeConfig's image_std and focus change the run's images; bad values are refused."""
+    base = OptimizeConfig(steps=3, augment=AugmentConfig(crops=1))
+    start = torch.rand(1, 3, 24, 24, generator=torch.Generator().manual_seed(6))
+    plain = optimize(start, tiny_classifier(), "class 1", config=base).images
+    for change in (dict(image_std=1.5), dict(focus=0.05)):
+        assert not torch.allclose(optimize(start, tiny_classifier(), "class 1", config=replace(base, **change)).images, plain)
+    for bad in (dict(image_std=0.0), dict(focus=1.5)):
+        with pytest.raises(CaGError, match=next(iter(bad))):
+            replace(base, **bad)
+
+
+def test_loss_floor_stops_convinced_views_pulling():
+    """Views already past the floor give no gradient; the others pull as before."""
+    from cag_core.losses import target_loss
+    from cag_core.targets import parse_target
+
+    target = parse_target("class 0", [f"class {i}" for i in range(4)], 1)
+    logits = torch.tensor([[8.0, 0.0, 0.0, 0.0], [0.0, 1.0, 0.0, 0.0]], requires_grad=True)  # 1 image, 2 views
+    target_loss(logits, target, views=2, floor=0.05).backward()
+    assert logits.grad[0].abs().max() == 0 and logits.grad[1].abs().max() > 0
+    free = logits.detach().clone().requires_grad_(True)
+    target_loss(free, target, views=2).backward()
+    assert free.grad[0].abs().max() > 0 and torch.allclose(free.grad[1], logits.grad[1])
+
+
+def test_enough_p_is_validated():
+    with pytest.raises(CaGError, match="enough_p"):
+        OptimizeConfig(enough_p=1.0)
