@@ -21,8 +21,9 @@ Each peer runs at its documented defaults (`<name>-defaults`) and time-matched (
 its step count set so that its process CPU time per image is about our default's median in this
 run (`--match-seconds` sets the target instead): steps = (target - setup) / per step, both from
 two probe runs of 2 and 12 steps on the first class (images discarded, costs in results.json).
-`--cap-steps maco=200,...` cuts a method's default step count (recorded in the results): the full
-run uses MACO and horama-fourier at 200 of their 1000 steps (~1 CPU s per step at 1280 px).
+`--cap-steps maco=100,...` cuts a method's default step count (recorded in the results; `''` = no
+cut): by default MACO and horama-fourier run 100 of their 1000 steps (~1 CPU s per step at 1280 px
+on the shared 2-core machine; 1000 steps would be ~4.5 CPU hours for 16 classes).
 
 How each is called (benchmarks/peer_libraries.py): each peer gets Lite0's bare network at the input
 sizes its own transforms produce, with Lite0's normalization done the way its documentation says:
@@ -98,7 +99,7 @@ METHODS = ("ours",) + PEERS
 SETTINGS = ("defaults", "matched")
 QUICK_CLASSES = (1, 207)  # goldfish, golden retriever: tuning classes (benchmarks/quality.py), not held out
 QUICK_STEPS = 4  # --quick: every method's default step count, and ours per stage
-DEFAULT_CAPS = "maco=200,horama-fourier=200"
+DEFAULT_CAPS = "maco=100,horama-fourier=100"
 CENTRE_CROP = {"maco": 384}  # method -> side of the centre crop judged as its own row
 BRISQUE_SIDE = 256
 PROBE_STEPS = (2, 12)  # time-matching: two short runs give a peer's CPU cost per step and of its setup
