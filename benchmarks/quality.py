@@ -84,8 +84,10 @@ class Variant:
 
 # ---- building blocks -------------------------------------------------------------------------
 
-JITTER_FLIP = AugmentConfig(crops=1, crop_scale=(1.0, 1.0), crop_ratio=(1.0, 1.0), jitter=0.05, flip=True)
-CROPS2 = AugmentConfig(crops=2, crop_scale=(0.25, 1.0), jitter=0.05, flip=True)
+JITTER_FLIP = AugmentConfig(crops=1, crop_scale=(1.0, 1.0), crop_ratio=(1.0, 1.0), jitter=0.05, flip=True,
+                            center_std=None)
+# Uniform crop centres, as these ablation rows were measured (the default centres them since 2026-12).
+CROPS2 = AugmentConfig(crops=2, crop_scale=(0.25, 1.0), jitter=0.05, flip=True, center_std=None)
 LADDER_SIZES = (64, 128, 224)
 STAGE_VIEWS = (64, 128, None)  # classifier sees each stage at its own side; native size at the end
 

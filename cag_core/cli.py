@@ -18,7 +18,7 @@ import numpy as np
 import torch
 
 from . import cli_classify, evaluate
-from .augment import AugmentConfig
+from .augment import AugmentConfig, center_std_or_uniform
 from .class_names import imagenet_class_names, short_name
 from .classifier import combine
 from .errors import CaGError
@@ -115,6 +115,10 @@ def add_recipe_arguments(parser: argparse.ArgumentParser) -> argparse._ArgumentG
     recipe.add_argument("--upsample", choices=UPSAMPLE_METHODS, default=DEFAULTS.upsample_method)
     recipe.add_argument("--crops", type=int, default=DEFAULTS.stage.augment.crops, help="random views per image per step")
     recipe.add_argument("--crop-min", type=float, default=DEFAULTS.stage.augment.crop_scale[0], help="smallest crop area fraction")
+    recipe.add_argument("--crop-center-std", type=float, default=None,
+                        help=f"crop centres ~ N(0, this) around the middle; 0 = anywhere (uniform, the recipe before "
+                        f"2026-12). Default {DEFAULTS.stage.augment.center_std}, or 0 with --init (the region to "
+                        "change can be anywhere in a picture)")
     recipe.add_argument("--jitter", type=float, default=DEFAULTS.stage.augment.jitter)
     recipe.add_argument("--no-flip", action="store_true")
     recipe.add_argument("--diversity", type=float, default=DEFAULTS.stage.diversity_weight)
@@ -132,10 +136,18 @@ def resolve_device(choice: str) -> torch.device:
     return device
 
 
+def crop_center_std(args: argparse.Namespace) -> float:
+    """--crop-center-std as given, else the default: centred crops, but anywhere when starting from a picture."""
+    if args.crop_center_std is not None:
+        return args.crop_center_std
+    return 0.0 if getattr(args, "init", None) else DEFAULTS.stage.augment.center_std
+
+
 def config_from_args(args: argparse.Namespace) -> ProgressiveConfig:
     augment = AugmentConfig(
         crops=args.crops,
         crop_scale=(args.crop_min, 1.0),
+        center_std=center_std_or_uniform(crop_center_std(args)),
         jitter=args.jitter,
         flip=not args.no_flip,
     )

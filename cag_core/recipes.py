@@ -15,7 +15,8 @@ from .optimize import OptimizeConfig
 from .progressive import ProgressiveConfig
 
 RECIPES: dict[str, ProgressiveConfig] = {
-    # The pack's default until 2026-12: Lucid's feature-visualization recipe on a CaG schedule.
+    # The pack's default until 2026-12: Lucid's feature-visualization recipe on a CaG schedule,
+    # crops centred anywhere they fit (uniform).
     "lucid": ProgressiveConfig(
         sizes=(64, 128, 256),  # progressive stages, square sides
         steps=(100, 100, 100),  # Adam steps per stage
@@ -36,8 +37,10 @@ RECIPES: dict[str, ProgressiveConfig] = {
     ),
 }
 
-# Today's recipe with crops that land near the middle: the object is more often whole and central.
-# Recipe search (16 tuning classes x 2 seeds): Lite2 top-1 31/32 vs lucid's 30/32, same time.
+# Lucid with crops that land near the middle: the object is more often whole and central. The
+# default since 2026-12 (equal to ProgressiveConfig()). Recipe search (16 tuning classes x 2 seeds):
+# Lite2 top-1 31/32 vs lucid's 30/32, same time; the blind tuning panel in
+# benchmarks/results/recipe_search/README.md.
 RECIPES["lucid_centered"] = dataclasses.replace(
     RECIPES["lucid"],
     stage=dataclasses.replace(

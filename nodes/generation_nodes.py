@@ -7,7 +7,7 @@ import math
 
 import torch
 
-from ..cag_core.augment import AugmentConfig
+from ..cag_core.augment import DEFAULT_CENTER_STD, AugmentConfig, center_std_or_uniform
 from ..cag_core.classifier import as_ensemble
 from ..cag_core.errors import CaGError, NonFiniteLossError, report_out_of_memory
 from ..cag_core.optimize import OptimizeConfig, optimize
@@ -176,12 +176,17 @@ class CaGOptimize:
                     "tooltip": "Overrides target_class: class names or indices, a weighted mix 'tabby:0.7 | tiger cat:0.3', "
                     "negative weights to avoid a class, one line per image. Needed for non-ImageNet classifiers.",
                 }),
+                "crop_center_std": ("FLOAT", {
+                    "default": DEFAULT_CENTER_STD, "min": 0.0, "max": 4.0, "step": 0.05,
+                    "tooltip": "Where the random crops land: near the middle with this spread (0.4: the object comes "
+                    "out whole and central more often); 0 = anywhere in the image (the recipe before 2026-12).",
+                }),
             },
             "hidden": {"unique_id": "UNIQUE_ID"},
         }
 
     @classmethod
-    def VALIDATE_INPUTS(cls, steps, target_text="", feather=0, anchor_weight=0.0):
+    def VALIDATE_INPUTS(cls, steps, target_text="", feather=0, anchor_weight=0.0, crop_center_std=None):
         def check_steps():
             if not 1 <= int(steps) <= MAX_STEPS:
                 raise CaGError(f"steps must be between 1 and {MAX_STEPS}, got {steps}.")
@@ -194,6 +199,9 @@ class CaGOptimize:
         results = [validation_result(check_steps)] if steps is not None else []
         if anchor_weight is not None:
             results.append(validation_result(check_anchor))
+        if crop_center_std is not None and not (isinstance(crop_center_std, (int, float))
+                                                and 0 <= crop_center_std <= 4):  # NaN fails too
+            results.append(f"crop_center_std must be between 0 and 4 (0 = crops anywhere), got {crop_center_std}.")
         if feather is not None and not 0 <= int(feather) <= 256:
             results.append(f"feather must be between 0 and 256 px, got {feather}.")
         if isinstance(target_text, str) and target_text.strip():
@@ -202,7 +210,8 @@ class CaGOptimize:
 
     def optimize_images(self, image, classifier, target_class, steps, lr, crops, parameterization, mask_ratio,
                         diversity_weight, bn_weight, tv_weight, seed, mae=None, target_text="", mask=None,
-                        feather=0, fill_masked=False, anchor_weight=0.0, unique_id=None):
+                        feather=0, fill_masked=False, anchor_weight=0.0, crop_center_std=DEFAULT_CENTER_STD,
+                        unique_id=None):
         ensemble = as_ensemble(classifier)
         device = ensemble.members[0].device
         images = comfy_to_engine(image)
@@ -214,7 +223,8 @@ class CaGOptimize:
             log.info("CaG: moving the MAE from %s to %s, the classifier's device", module_device(mae), device)
             mae = move_module(mae, device)
         config = OptimizeConfig(
-            steps=steps, lr=lr, parameterization=parameterization, augment=AugmentConfig(crops=crops),
+            steps=steps, lr=lr, parameterization=parameterization,
+            augment=AugmentConfig(crops=crops, center_std=center_std_or_uniform(crop_center_std)),
             mask_ratio=mask_ratio, diversity_weight=diversity_weight, bn_weight=bn_weight, tv_weight=tv_weight,
             anchor_weight=float(anchor_weight), feather=int(feather), fill_masked=bool(fill_masked),
         )

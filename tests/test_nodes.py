@@ -401,6 +401,20 @@ def test_optimize_returns_comfy_images(comfy):
     assert "207: golden retriever" in report and "3 steps" in report
 
 
+def test_crop_center_std_zero_is_the_uniform_recipe(comfy, monkeypatch):
+    """The node's crop_center_std reaches the engine: 0 = uniform crops (AugmentConfig center_std None),
+    the default = the engine's default centring."""
+    seen = []
+    real = comfy.nodes.generation_nodes.optimize
+    monkeypatch.setattr(comfy.nodes.generation_nodes, "optimize",
+                        lambda *a, config, **k: seen.append(config.augment.center_std) or real(*a, config=config, **k))
+    classifier, image = load_classifier(comfy), comfy_image(1, 16, 16)
+    centred, _ = optimize(comfy, image, classifier, steps=2, seed=3)
+    uniform, _ = optimize(comfy, image, classifier, steps=2, seed=3, crop_center_std=0.0)
+    assert seen == [0.4, None]
+    assert not torch.equal(centred, uniform)
+
+
 def test_optimize_accepts_a_loaded_rgba_image(comfy):
     """A non-square RGBA image as LoadImage makes it loses its alpha and keeps its size."""
     images, _ = optimize(comfy, comfy_image(1, 30, 52, channels=4), load_classifier(comfy), steps=1)
@@ -507,6 +521,9 @@ def test_combined_classifiers_optimize_together(comfy):
         (dict(steps=100, target_text=None), True),  # linked
         (dict(steps=0, target_text=""), "steps must be between 1"),
         (dict(steps=10, target_text="fox:-1"), "no class with a positive weight"),
+        (dict(steps=10, crop_center_std=0.0), True),
+        (dict(steps=10, crop_center_std=float("nan")), "crop_center_std must be between 0 and 4"),
+        (dict(steps=10, crop_center_std=-0.5), "crop_center_std must be between 0 and 4"),
     ],
 )
 def test_optimize_validation(comfy, inputs, expected):

@@ -110,3 +110,20 @@ def test_out_of_memory_is_reported_with_a_smaller_batch(monkeypatch):
     monkeypatch.setattr(progressive, "optimize", exhausted)
     with pytest.raises(OutOfMemory, match="batch 4 at 16x16: try batch 2"):
         generate(tiny_classifier(), "class 1", batch=4, config=TINY)
+
+
+@pytest.mark.parametrize(
+    ("argv", "expected"),
+    [
+        ([], 0.4),  # the default recipe: centred crops
+        (["--crop-center-std", "0"], None),  # 0 = anywhere (uniform)
+        (["--crop-center-std", "0.7"], 0.7),
+        (["--init", "photo.png"], None),  # from a picture the region to change can be anywhere
+        (["--init", "photo.png", "--crop-center-std", "0.3"], 0.3),
+    ],
+)
+def test_cli_crop_center_std(argv, expected):
+    from cag_core.cli import build_parser, config_from_args
+
+    args = build_parser().parse_args(["generate", "--class", "1", *argv])
+    assert config_from_args(args).stage.augment.center_std == expected

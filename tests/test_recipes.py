@@ -22,9 +22,14 @@ def _decorrelated(images01):
 # ---- recipes ---------------------------------------------------------------------------------
 
 
-def test_lucid_is_todays_default():
-    """'lucid' names the configuration the pack ships as its default today."""
-    assert get_recipe("lucid") == ProgressiveConfig()
+def test_lucid_centered_is_the_default():
+    """'lucid_centered' is what the pack ships as its default; 'lucid' (the default before 2026-12)
+    differs from it only in where the crops land."""
+    assert get_recipe("lucid_centered") == ProgressiveConfig()
+    lucid = get_recipe("lucid")
+    assert lucid.stage.augment.center_std is None
+    assert replace(lucid, stage=replace(lucid.stage, augment=replace(lucid.stage.augment, center_std=0.4))) \
+        == ProgressiveConfig()
 
 
 def test_get_recipe_returns_a_copy_with_overrides():
