@@ -51,6 +51,7 @@ from cag_core.classifier import Classifier, Ensemble, combine  # noqa: E402
 from cag_core.mae import load_mae  # noqa: E402
 from cag_core.optimize import OptimizeConfig, optimize  # noqa: E402
 from cag_core.progressive import ProgressiveConfig, init_noise, upsample  # noqa: E402
+from cag_core.recipes import get_recipe  # noqa: E402
 from cag_core.streams import NOISE, ImageStreams, stage_purpose  # noqa: E402
 from cag_core.targets import parse_target  # noqa: E402
 from cag_core.timm_classifier import embedded_classifier  # noqa: E402
@@ -144,15 +145,21 @@ VARIANTS: dict[str, Variant] = {
     "tv": _tuned("fourier, TV 0.05", stage=dict(tv_weight=0.05)),
     "bn": _tuned("fourier, BN statistics 0.001", stage=dict(bn_weight=0.001)),
 }
-# The recommended default (chosen after tuning) and the ensemble (on the ladder's `fourier` row).
+# The pack's default, ProgressiveConfig() (recipe lucid_centered since 2026-12); the default before
+# it (recipe lucid: crops anywhere), on which the rows below were measured; the ensemble (on the
+# ladder's `fourier` row).
 VARIANTS["default"] = Variant(
-    "recommended default: fourier, 2 crops, 100 steps, classifier at 224, 64 -> 128 -> 256",
-    replace(FOURIER, sizes=(64, 128, 256)),
+    "recommended default: fourier, 2 crops centred N(0, 0.4), 100 steps, classifier at 224, 64 -> 128 -> 256",
+    ProgressiveConfig(),
+)
+VARIANTS["lucid"] = Variant(
+    "the default before 2026-12 (recipe lucid): crops anywhere",
+    get_recipe("lucid"),
 )
 VARIANTS["default_priors"] = replace(
-    VARIANTS["default"],
-    description="default + BN-statistics 0.001 and TV 0.05",
-    config=replace(VARIANTS["default"].config, stage=replace(FOURIER.stage, bn_weight=0.001, tv_weight=0.05)),
+    VARIANTS["lucid"],
+    description="lucid (the default before 2026-12) + BN-statistics 0.001 and TV 0.05",
+    config=replace(VARIANTS["lucid"].config, stage=replace(FOURIER.stage, bn_weight=0.001, tv_weight=0.05)),
 )
 VARIANTS["ensemble"] = replace(
     VARIANTS["fourier"],
