@@ -111,19 +111,26 @@ def mae_reconstruct_one(mae: MaskedAutoencoder, image01: torch.Tensor, noise: to
 
 def view_matrices(cfg: AugmentConfig, streams: ImageStreams) -> torch.Tensor:
     """[batch * crops, 2, 3] affine matrices, drawn as the engine draws them (augment.py): each
-    image's crop numbers, then its flips, from its own stream."""
-    draws = [(torch.rand(cfg.crops, 6, generator=g), torch.rand(cfg.crops, generator=g) if cfg.flip else None)
+    image's crop numbers, then its flips, then (centred crops) its normals, from its own stream."""
+    draws = [(torch.rand(cfg.crops, 6, generator=g),
+              torch.rand(cfg.crops, generator=g) if cfg.flip else None,
+              torch.randn(2, cfg.crops, generator=g) if cfg.center_std is not None else None)
              for g in streams.generators]
     n = len(streams) * cfg.crops
-    u = torch.cat([crop for crop, _ in draws])
+    u = torch.cat([crop for crop, _, _ in draws])
     area = cfg.crop_scale[0] + (cfg.crop_scale[1] - cfg.crop_scale[0]) * u[:, 0]
     log_lo, log_hi = math.log(cfg.crop_ratio[0]), math.log(cfg.crop_ratio[1])
     ratio = torch.exp(log_lo + (log_hi - log_lo) * u[:, 1])
     sx = torch.sqrt(area * ratio).clamp(max=1.0)
     sy = torch.sqrt(area / ratio).clamp(max=1.0)
-    tx = (1 - sx) * (2 * u[:, 2] - 1) + 2 * cfg.jitter * (2 * u[:, 4] - 1)
-    ty = (1 - sy) * (2 * u[:, 3] - 1) + 2 * cfg.jitter * (2 * u[:, 5] - 1)
-    flip = torch.where(torch.cat([f for _, f in draws]) < 0.5, -1.0, 1.0) if cfg.flip else torch.ones(n)
+    if cfg.center_std is None:  # centre anywhere the crop fits
+        cx, cy = 2 * u[:, 2] - 1, 2 * u[:, 3] - 1
+    else:  # centre ~ N(0, center_std) in units of how far the crop can move, clipped
+        normals = torch.cat([normal for _, _, normal in draws], 1)  # [2, n], image by image
+        cx, cy = (cfg.center_std * normals).clamp(-1, 1)
+    tx = (1 - sx) * cx + 2 * cfg.jitter * (2 * u[:, 4] - 1)
+    ty = (1 - sy) * cy + 2 * cfg.jitter * (2 * u[:, 5] - 1)
+    flip = torch.where(torch.cat([f for _, f, _ in draws]) < 0.5, -1.0, 1.0) if cfg.flip else torch.ones(n)
     zero = torch.zeros(n)
     return torch.stack([torch.stack([sx * flip, zero, tx], 1), torch.stack([zero, sy, ty], 1)], 1)
 
