@@ -24,6 +24,7 @@ from .transfer import to_device
 # classes x 2 seeds it scored as well as uniform crops with the judges (Lite2 top-1 31/32 vs 30/32)
 # and a blind viewer named more of its images (benchmarks/results/recipe_search/README.md).
 DEFAULT_CENTER_STD = 0.4
+MIN_CROP_AREA = 0.25  # the smallest crop's area (the default's crop_scale[0]); the node's crop_max starts here
 
 
 def center_std_or_uniform(value: float | None) -> float | None:

@@ -115,6 +115,8 @@ def add_recipe_arguments(parser: argparse.ArgumentParser) -> argparse._ArgumentG
     recipe.add_argument("--upsample", choices=UPSAMPLE_METHODS, default=DEFAULTS.upsample_method)
     recipe.add_argument("--crops", type=int, default=DEFAULTS.stage.augment.crops, help="random views per image per step")
     recipe.add_argument("--crop-min", type=float, default=DEFAULTS.stage.augment.crop_scale[0], help="smallest crop area fraction")
+    recipe.add_argument("--crop-max", type=float, default=DEFAULTS.stage.augment.crop_scale[1],
+                        help="largest crop area fraction (recipe lucid_tight: 0.6 with --crop-center-std 0.25)")
     recipe.add_argument("--crop-center-std", type=float, default=None,
                         help=f"crop centres ~ N(0, this) around the middle; 0 = anywhere (uniform, the recipe before "
                         f"2026-12). Default {DEFAULTS.stage.augment.center_std}, or 0 with --init (the region to "
@@ -146,7 +148,7 @@ def crop_center_std(args: argparse.Namespace) -> float:
 def config_from_args(args: argparse.Namespace) -> ProgressiveConfig:
     augment = AugmentConfig(
         crops=args.crops,
-        crop_scale=(args.crop_min, 1.0),
+        crop_scale=(args.crop_min, args.crop_max),
         center_std=center_std_or_uniform(crop_center_std(args)),
         jitter=args.jitter,
         flip=not args.no_flip,

@@ -415,6 +415,18 @@ def test_crop_center_std_zero_is_the_uniform_recipe(comfy, monkeypatch):
     assert not torch.equal(centred, uniform)
 
 
+def test_crop_max_reaches_the_engine(comfy, monkeypatch):
+    """crop_max is the largest crop's area (default 1.0; recipe lucid_tight: 0.6)."""
+    seen = []
+    real = comfy.nodes.generation_nodes.optimize
+    monkeypatch.setattr(comfy.nodes.generation_nodes, "optimize",
+                        lambda *a, config, **k: seen.append(config.augment.crop_scale) or real(*a, config=config, **k))
+    classifier, image = load_classifier(comfy), comfy_image(1, 16, 16)
+    optimize(comfy, image, classifier, steps=1)
+    optimize(comfy, image, classifier, steps=1, crop_max=0.6)
+    assert seen == [(0.25, 1.0), (0.25, 0.6)]
+
+
 def test_optimize_accepts_a_loaded_rgba_image(comfy):
     """A non-square RGBA image as LoadImage makes it loses its alpha and keeps its size."""
     images, _ = optimize(comfy, comfy_image(1, 30, 52, channels=4), load_classifier(comfy), steps=1)
@@ -524,6 +536,9 @@ def test_combined_classifiers_optimize_together(comfy):
         (dict(steps=10, crop_center_std=0.0), True),
         (dict(steps=10, crop_center_std=float("nan")), "crop_center_std must be between 0 and 4"),
         (dict(steps=10, crop_center_std=-0.5), "crop_center_std must be between 0 and 4"),
+        (dict(steps=10, crop_max=0.6), True),
+        (dict(steps=10, crop_max=0.1), "crop_max must be between 0.25 and 1"),
+        (dict(steps=10, crop_max=float("nan")), "crop_max must be between 0.25 and 1"),
     ],
 )
 def test_optimize_validation(comfy, inputs, expected):

@@ -127,3 +127,12 @@ def test_cli_crop_center_std(argv, expected):
 
     args = build_parser().parse_args(["generate", "--class", "1", *argv])
     assert config_from_args(args).stage.augment.center_std == expected
+
+
+def test_cli_lucid_tight_from_flags():
+    """--crop-center-std 0.25 --crop-max 0.6 is the recipe lucid_tight."""
+    from cag_core.cli import build_parser, config_from_args
+    from cag_core.recipes import get_recipe
+
+    args = build_parser().parse_args(["generate", "--class", "1", "--crop-center-std", "0.25", "--crop-max", "0.6"])
+    assert config_from_args(args) == get_recipe("lucid_tight")
