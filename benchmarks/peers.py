@@ -56,7 +56,7 @@ since its crops sample only the centre of its frame. BRISQUE (brisque 0.2.0, its
 scored on the saved image at its own size and again at 256 px, where all methods are compared at
 one scale.
 
-Output (`--out`, default benchmarks/results/peers/): results.json (settings, versions, patches, one
+Output (`--out`, default benchmarks/results/peers/; with --quick /tmp/cag-peers-quick): results.json (settings, versions, patches, one
 record per image), results.md (the table), images/<method>/<class>.png (each method's images,
 named by class index: the blind panel's input, benchmarks/panel.py), sheets/<method>.png (one
 unlabeled contact sheet per method: no class or method names on the image). `--resume` keeps the
@@ -74,6 +74,7 @@ import platform
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
@@ -364,7 +365,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--cap-steps", default=DEFAULT_CAPS, help="NAME=STEPS,...: cut a peer's default steps ('' = none)")
     parser.add_argument("--match-seconds", type=float, default=None,
                         help="CPU seconds per image to time-match to (default: ours' median in this run)")
-    parser.add_argument("--out", type=Path, default=Path("benchmarks/results/peers"))
+    parser.add_argument("--out", type=Path, default=None,
+                        help="results folder (default benchmarks/results/peers; with --quick /tmp/cag-peers-quick, "
+                        "so a check never overwrites the committed results)")
     parser.add_argument("--quick", action="store_true", help=f"development: {QUICK_STEPS} steps, classes {QUICK_CLASSES}")
     parser.add_argument("--resume", action="store_true", help="keep matching records already in --out")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
@@ -372,6 +375,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     from benchmarks.peer_libraries import PEER_METHODS
 
+    if args.out is None:
+        args.out = Path(tempfile.gettempdir()) / "cag-peers-quick" if args.quick else Path("benchmarks/results/peers")
     if args.threads:
         torch.set_num_threads(args.threads)
     if args.classes:
