@@ -89,8 +89,11 @@ os.environ.setdefault("TQDM_DISABLE", "1")  # the peers' progress bars
 import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 
+from benchmarks.quality import judge as quality_judge  # noqa: E402
 from cag_core.class_names import short_name  # noqa: E402
+from cag_core.cli import save_images  # noqa: E402
 from cag_core.progressive import ProgressiveConfig, generate  # noqa: E402
+from cag_core.recipes import get_recipe  # noqa: E402
 from cag_core.timm_classifier import embedded_classifier  # noqa: E402
 
 GENERATOR = "efficientnet-lite0"
@@ -125,10 +128,6 @@ def our_config(recipe: str, quick: bool) -> ProgressiveConfig:
     if recipe == "default":
         config = ProgressiveConfig()
     else:
-        try:
-            from cag_core.recipes import get_recipe
-        except ImportError as exc:
-            raise SystemExit(f"--ours {recipe}: cag_core.recipes is not in this checkout; only 'default' is available.") from exc
         config = get_recipe(recipe)
     return replace(config, steps=(QUICK_STEPS,)) if quick else config
 
@@ -157,10 +156,10 @@ def quantize(image01: torch.Tensor) -> torch.Tensor:
 
 @torch.no_grad()
 def judge(net, image01: torch.Tensor, cls: int) -> dict:
+    """benchmarks.quality's verdict, on the image resized with antialiasing first (a 1280 px frame
+    aliases when the classifier's own resize shrinks it)."""
     x = F.interpolate(image01[None], size=net.input_size, mode="bicubic", align_corners=False, antialias=True)
-    probs = net(x.clamp(0, 1)).float().softmax(-1)[0]
-    top5 = probs.topk(5).indices.tolist()
-    return {"top1": top5[0] == cls, "top5": cls in top5, "p": round(float(probs[cls]), 4), "pred": top5[0]}
+    return quality_judge(net, x.clamp(0, 1), [cls])[0]
 
 
 def centre_crop(image01: torch.Tensor, side: int) -> torch.Tensor:
@@ -206,20 +205,6 @@ def evaluate(image01: torch.Tensor, cls: int, judges: dict, brisque: Brisque) ->
 
 
 # ---- images ------------------------------------------------------------------------------------
-
-
-def save_png(image01: torch.Tensor, path: Path) -> None:
-    from PIL import Image
-
-    path.parent.mkdir(parents=True, exist_ok=True)
-    Image.fromarray((image01.permute(1, 2, 0) * 255).round().byte().numpy()).save(path)
-
-
-def load_png(path: Path) -> torch.Tensor:
-    import numpy as np
-    from PIL import Image
-
-    return torch.from_numpy(np.asarray(Image.open(path).convert("RGB")).copy()).permute(2, 0, 1).float() / 255
 
 
 def contact_sheet(paths: Sequence[Path], out: Path, tile: int = SHEET_TILE, columns: int = SHEET_COLUMNS) -> None:
@@ -331,7 +316,7 @@ class Benchmark:
             image, timing = timed(lambda: make(cls))
             image = quantize(image.detach().float().cpu())
             rel = Path("images") / run.name / f"{cls}.png"
-            save_png(image, self.out / rel)
+            save_images(image[None], self.out / rel)
             record = {"class": cls, "name": short_name(self.names[cls]), "image": str(rel),
                       "side": image.shape[-1], **timing, **evaluate(image, cls, self.judges, self.brisque)}
             crop = CENTRE_CROP.get(run.method)
@@ -487,7 +472,7 @@ def markdown(results: dict) -> str:
             how = entry["description"] if view is None else f"the same images, centre {side} px crop"
             lines.append(
                 f"| {label} | {how} | {entry['steps']} | {side} | {l1['top1']}/{n} | {l1['top5']}/{n} | {l1['p']:.2f} "
-                f"| {l2['top1']}/{n} | {l2['top5']}/{n} | {l2['p']:.2f} | {s['brisque']:.1f} | {s['brisque_256']:.1f} "
+                f"| {l2['top1']}/{n} | {l2['top5']}/{n} | {l2['p']:.2f} | {s['brisque']:.1f} | {s[f'brisque_{BRISQUE_SIDE}']:.1f} "
                 f"| {s['seconds']:.1f} | {s['cpu_seconds']:.1f} | {s['loadavg']:.1f} |"
             )
     lines += [

@@ -17,6 +17,7 @@ their seconds per image compare within one run.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
 from dataclasses import replace
@@ -42,16 +43,6 @@ FORBIDDEN = frozenset(
     + tuple(range(20, 960, 40)) + (5, 205, 405, 605, 805)
 )
 RESULTS = Path("benchmarks/results/recipe_search")
-
-
-def _recipe(name: str, description: str, **overrides) -> Variant:
-    return Variant(description, get_recipe(name, **overrides))
-
-
-def _stage(name: str, **stage) -> Variant:
-    """The named recipe with some per-stage OptimizeConfig fields changed."""
-    base = get_recipe(name)
-    return Variant("", replace(base, stage=replace(base.stage, **stage)))
 
 
 def _aug(name: str, **augment):
@@ -215,7 +206,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     for name in names:
         stacked = torch.stack([img for seed in seeds for img in images[name][seed].values()])
         looks["variants"].setdefault(name, {})[f"{split} seeds {','.join(map(str, seeds))}"] = look(stacked)
-    args.out.with_name(args.out.stem + "_look.json").write_text(__import__("json").dumps(looks, indent=1) + "\n")
+    args.out.with_name(args.out.stem + "_look.json").write_text(json.dumps(looks, indent=1) + "\n")
     per_row = 8
     for name in names:
         rows, labels = [], []

@@ -24,7 +24,7 @@ from .transfer import to_device
 # classes x 2 seeds it scored as well as uniform crops with the judges (Lite2 top-1 31/32 vs 30/32)
 # and a blind viewer named more of its images (benchmarks/results/recipe_search/README.md).
 DEFAULT_CENTER_STD = 0.4
-MIN_CROP_AREA = 0.25  # the smallest crop's area (the default's crop_scale[0]); the node's crop_max starts here
+DEFAULT_CROP_SCALE = (0.25, 1.0)  # crop area, a fraction of the image; the node's crop_max ranges over it
 
 
 def center_std_or_uniform(value: float | None) -> float | None:
@@ -35,7 +35,7 @@ def center_std_or_uniform(value: float | None) -> float | None:
 @dataclass(frozen=True)
 class AugmentConfig:
     crops: int = 2  # views per image per step (their losses are averaged); 1 = one view
-    crop_scale: tuple[float, float] = (0.25, 1.0)  # crop area as a fraction of the image
+    crop_scale: tuple[float, float] = DEFAULT_CROP_SCALE  # crop area as a fraction of the image
     crop_ratio: tuple[float, float] = (3 / 4, 4 / 3)  # crop aspect ratio range
     jitter: float = 0.05  # max shift as a fraction of the image side (wraps by reflection)
     flip: bool = True  # mirror half of the views left-right

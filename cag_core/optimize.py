@@ -437,9 +437,9 @@ def _step_loss(
     losses = images.new_zeros(batch, dtype=torch.float32)
     total_weight = sum(ensemble.weights)
     fast = bn_stats is None and not config.compile and fast_classifier_path(images.device, config.autocast)
+    floor = -math.log(config.enough_p) if config.enough_p is not None else 0.0  # enough_p as a cross-entropy
     for member, weight in zip(ensemble.members, ensemble.weights):
         logits, features = _classify(member, crops, chunk, views, fast=fast)
-        floor = -math.log(config.enough_p) if config.enough_p is not None else 0.0
         member_losses = target_loss(logits, target, views, floor)
         if config.diversity_weight > 0:
             member_losses = member_losses + config.diversity_weight * diversity_loss(features, batch, views)

@@ -46,10 +46,15 @@ NATURAL_SLOPE = 1.35
 NATURAL_STD = (1.79, 2.01, 1.60)
 
 
-def _frequency_scale(h: int, w: int, decay_power: float, device: torch.device) -> torch.Tensor:
+def _squared_frequency(h: int, w: int, device) -> torch.Tensor:
+    """[h, w//2+1]: fx^2 + fy^2 on the rfft2 grid (cycles per pixel), shared by every spectrum here."""
     fy = torch.fft.fftfreq(h, device=device)[:, None]
     fx = torch.fft.rfftfreq(w, device=device)[None, :]
-    freqs = torch.sqrt(fx * fx + fy * fy)
+    return fx * fx + fy * fy
+
+
+def _frequency_scale(h: int, w: int, decay_power: float, device: torch.device) -> torch.Tensor:
+    freqs = torch.sqrt(_squared_frequency(h, w, device))
     return 1.0 / freqs.clamp(min=1.0 / max(h, w)) ** decay_power  # [h, w//2+1]
 
 
@@ -126,10 +131,8 @@ class FocusBlur:
     def __init__(self, h: int, w: int, sigma: float, device=None):
         if not 0 < sigma < 1:
             raise CaGError(f"focus (the background blur, a fraction of the image side) must be in (0, 1), got {sigma}.")
-        fy = torch.fft.fftfreq(h, device=device)[:, None]
-        fx = torch.fft.rfftfreq(w, device=device)[None, :]
         sigma_px = sigma * max(h, w)
-        self.transfer = torch.exp(-2 * math.pi**2 * sigma_px**2 * (fx * fx + fy * fy))  # Gaussian, [h, w//2+1]
+        self.transfer = torch.exp(-2 * math.pi**2 * sigma_px**2 * _squared_frequency(h, w, device))  # Gaussian
         y = torch.linspace(-1, 1, h, device=device)[:, None]
         x = torch.linspace(-1, 1, w, device=device)[None, :]
         inner, outer = FOCUS_RADII
@@ -150,9 +153,7 @@ def natural_magnitude(
 ) -> torch.Tensor:
     """[3, h, w//2+1] rfft2 magnitudes (norm="ortho") ~ f^-slope, zero at DC, scaled so that an
     image with these magnitudes has spatial standard deviation `std[c]` in channel c."""
-    fy = torch.fft.fftfreq(h, device=device)[:, None]
-    fx = torch.fft.rfftfreq(w, device=device)[None, :]
-    f = torch.sqrt(fx * fx + fy * fy).clamp(min=1.0 / max(h, w))
+    f = torch.sqrt(_squared_frequency(h, w, device)).clamp(min=1.0 / max(h, w))
     magnitude = f**-slope
     magnitude[0, 0] = 0.0
     # Parseval (ortho): sum of squares over the full spectrum = sum of squares over pixels. The

@@ -50,12 +50,17 @@ def resize_mask(mask: torch.Tensor, height: int, width: int) -> torch.Tensor:
     return m.clamp(0, 1)
 
 
+def check_mask_batch(masks: int, batch: int) -> None:
+    """A mask batch must be 1 (broadcast) or the image batch."""
+    if masks not in (1, batch):
+        raise CaGError(f"The mask has a batch of {masks} but there are {batch} images: give 1 mask or {batch}.")
+
+
 def mask_for_images(mask: torch.Tensor, batch: int, height: int, width: int) -> torch.Tensor:
     """`resize_mask` as [batch, 1, height, width], broadcast from a batch of 1. Also refuses an empty
     mask (nothing may change) and a batch that is neither 1 nor `batch`."""
     m = resize_mask(mask, height, width)
-    if m.shape[0] not in (1, batch):
-        raise CaGError(f"The mask has a batch of {m.shape[0]} but there are {batch} images: give 1 mask or {batch}.")
+    check_mask_batch(m.shape[0], batch)
     m = m.expand(batch, 1, height, width).contiguous()
     empty = [i for i in range(batch) if not bool((m[i] > 0).any())]
     if empty:

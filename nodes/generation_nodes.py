@@ -7,11 +7,11 @@ import math
 
 import torch
 
-from ..cag_core.augment import DEFAULT_CENTER_STD, MIN_CROP_AREA, AugmentConfig, center_std_or_uniform
+from ..cag_core.augment import DEFAULT_CENTER_STD, DEFAULT_CROP_SCALE, AugmentConfig, center_std_or_uniform
 from ..cag_core.classifier import as_ensemble
 from ..cag_core.errors import CaGError, NonFiniteLossError, report_out_of_memory
 from ..cag_core.optimize import OptimizeConfig, optimize
-from ..cag_core.regions import composite, resize_mask
+from ..cag_core.regions import check_mask_batch, composite, resize_mask
 from ..cag_core.parameterization import PARAMETERIZATIONS
 from ..cag_core.progressive import (
     MAX_SIDE, NOISE_KINDS, UPSAMPLE_METHODS, check_size, init_noise, noise_streams, upsample,
@@ -182,7 +182,7 @@ class CaGOptimize:
                     "out whole and central more often); 0 = anywhere in the image (the recipe before 2026-12).",
                 }),
                 "crop_max": ("FLOAT", {
-                    "default": AugmentConfig().crop_scale[1], "min": MIN_CROP_AREA, "max": 1.0, "step": 0.05,
+                    "default": DEFAULT_CROP_SCALE[1], "min": DEFAULT_CROP_SCALE[0], "max": 1.0, "step": 0.05,
                     "tooltip": "Largest random crop, as a fraction of the image area (the smallest is 0.25). Smaller "
                     "crops draw the object larger in the middle (recipe lucid_tight: 0.6 with crop_center_std 0.25; "
                     "people named it more often, other networks agreed less).",
@@ -209,8 +209,8 @@ class CaGOptimize:
         if crop_center_std is not None and not (isinstance(crop_center_std, (int, float))
                                                 and 0 <= crop_center_std <= 4):  # NaN fails too
             results.append(f"crop_center_std must be between 0 and 4 (0 = crops anywhere), got {crop_center_std}.")
-        if crop_max is not None and not (isinstance(crop_max, (int, float)) and MIN_CROP_AREA <= crop_max <= 1):
-            results.append(f"crop_max must be between {MIN_CROP_AREA} and 1 (of the image area), got {crop_max}.")
+        if crop_max is not None and not (isinstance(crop_max, (int, float)) and DEFAULT_CROP_SCALE[0] <= crop_max <= 1):
+            results.append(f"crop_max must be between {DEFAULT_CROP_SCALE[0]} and 1 (of the image area), got {crop_max}.")
         if feather is not None and not 0 <= int(feather) <= 256:
             results.append(f"feather must be between 0 and 256 px, got {feather}.")
         if isinstance(target_text, str) and target_text.strip():
@@ -220,7 +220,7 @@ class CaGOptimize:
     def optimize_images(self, image, classifier, target_class, steps, lr, crops, parameterization, mask_ratio,
                         diversity_weight, bn_weight, tv_weight, seed, mae=None, target_text="", mask=None,
                         feather=0, fill_masked=False, anchor_weight=0.0, crop_center_std=DEFAULT_CENTER_STD,
-                        crop_max=1.0, unique_id=None):
+                        crop_max=DEFAULT_CROP_SCALE[1], unique_id=None):
         ensemble = as_ensemble(classifier)
         device = ensemble.members[0].device
         images = comfy_to_engine(image)
@@ -234,7 +234,7 @@ class CaGOptimize:
         config = OptimizeConfig(
             steps=steps, lr=lr, parameterization=parameterization,
             augment=AugmentConfig(crops=crops, center_std=center_std_or_uniform(crop_center_std),
-                                  crop_scale=(MIN_CROP_AREA, float(crop_max))),
+                                  crop_scale=(DEFAULT_CROP_SCALE[0], float(crop_max))),
             mask_ratio=mask_ratio, diversity_weight=diversity_weight, bn_weight=bn_weight, tv_weight=tv_weight,
             anchor_weight=float(anchor_weight), feather=int(feather), fill_masked=bool(fill_masked),
         )
@@ -341,9 +341,7 @@ class CaGUpsample:
                 raise CaGError("original needs a mask: it fills the region where the mask is 0.")
             return engine_to_comfy(resized), torch.ones(images.shape[0], *size)
         resized_mask = resize_mask(mask, *size)[:, 0].cpu()
-        if resized_mask.shape[0] not in (1, images.shape[0]):
-            raise CaGError(f"The mask has a batch of {resized_mask.shape[0]} but there are {images.shape[0]} images: "
-                           f"give 1 mask or {images.shape[0]}.")
+        check_mask_batch(resized_mask.shape[0], images.shape[0])
         if original is not None:
             base = upsample(comfy_to_engine(original), *size, method)
             if resized.shape[1] != 3:

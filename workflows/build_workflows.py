@@ -128,6 +128,10 @@ def _stage_chain(first_id: int, classifier: int, target: int | None, mae: int | 
     return nodes
 
 
+# The photo workflows' CaG Optimize stages: crops anywhere in the frame, since the region to change can
+# be anywhere (the centred default looks at the middle more; the README's pictures were made so).
+CROPS_ANYWHERE = {"crop_center_std": 0.0}
+
 GRAPHS = {
     "cag_quick_start": Graph(
         "Quick start: the embedded EfficientNet-Lite0 (no download), no MAE, 64 -> 128 -> 256.",
@@ -163,10 +167,8 @@ GRAPHS = {
         [
             Node(1, "CaGLoadClassifier", {"source": "efficientnet-lite0"}, title="Classifier (generates)"),
             Node(2, "LoadImage", {"image": EXAMPLE_PHOTO.format("inpaint_coffee.png")}, title="Photo with its mask"),
-            # crop_center_std 0 in the photo workflows: the region to change can be anywhere in the frame
-            # (the centred default would look at the middle more; the README's pictures were made so).
             Node(3, "CaGOptimize", {"target_class": "928: ice cream", "steps": 150, "feather": 6, "seed": 0,
-                                    "crop_center_std": 0.0},
+                                    **CROPS_ANYWHERE},
                  {"image": (2, 0), "mask": (2, 1), "classifier": (1, 0)}, title="Optimize the masked region"),
             Node(4, "SaveImage", {"filename_prefix": "cag_inpaint"}, {"images": (3, 0)}, title="Save"),
             Node(5, "CaGLoadClassifier", {"source": "efficientnet-lite2"}, title="Judge (did not generate)"),
@@ -188,12 +190,12 @@ GRAPHS = {
             # fill_masked: the gray border starts as an extension of the sky; TV 5 keeps it smooth
             # (tried on this photo: without them the border became bright, busy noise).
             Node(5, "CaGOptimize", {"target_class": "540: drilling platform", "steps": 100, "seed": 0,
-                                    "fill_masked": True, "tv_weight": 5.0, "crop_center_std": 0.0},
+                                    "fill_masked": True, "tv_weight": 5.0, **CROPS_ANYWHERE},
                  {"image": (4, 0), "mask": (4, 1), "classifier": (1, 0)}, title="Optimize, half size"),
             Node(6, "CaGUpsample", {"scale_by": 2.0, "method": "bicubic"},
                  {"image": (5, 0), "mask": (3, 1), "original": (3, 0)}, title="Full size, the photo pasted back"),
             Node(7, "CaGOptimize", {"target_class": "540: drilling platform", "steps": 100, "seed": 0,
-                                    "tv_weight": 5.0, "crop_center_std": 0.0},
+                                    "tv_weight": 5.0, **CROPS_ANYWHERE},
                  {"image": (6, 0), "mask": (6, 1), "classifier": (1, 0)}, title="Optimize, full size"),
             Node(8, "SaveImage", {"filename_prefix": "cag_outpaint"}, {"images": (7, 0)}, title="Save"),
         ],
@@ -205,7 +207,7 @@ GRAPHS = {
             Node(1, "CaGLoadClassifier", {"source": "efficientnet-lite0"}, title="Classifier (generates)"),
             Node(2, "LoadImage", {"image": EXAMPLE_PHOTO.format("img2img_chelsea.jpg")}, title="Photo"),
             Node(3, "CaGOptimize", {"target_class": "277: red fox", "steps": 150, "anchor_weight": 100.0, "seed": 0,
-                                    "crop_center_std": 0.0},
+                                    **CROPS_ANYWHERE},
                  {"image": (2, 0), "classifier": (1, 0)}, title="Optimize toward the class"),
             Node(4, "SaveImage", {"filename_prefix": "cag_img2img"}, {"images": (3, 0)}, title="Save"),
             Node(5, "CaGLoadClassifier", {"source": "efficientnet-lite2"}, title="Judge (did not generate)"),
