@@ -56,7 +56,7 @@ def _variant(description: str, recipe: str = "lucid", progressive: dict | None =
 
 
 CANDIDATES: dict[str, Variant] = {
-    "lucid": _variant("today's default: fourier (Lucid), 2 crops anywhere, 64 -> 128 -> 256, 100 steps each"),
+    "lucid": quality.VARIANTS["lucid"],  # the one quality.py measures (its held-out and tuning rows)
     "lucid_centered": Variant("lucid, crop centres ~ N(0, 0.4) (center_std)", get_recipe("lucid_centered")),
     "phase_focus": Variant("phase (MACO, natural spectrum) lr 0.2, centred crops, background blur 0.02",
                            get_recipe("phase_focus")),

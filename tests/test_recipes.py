@@ -199,3 +199,14 @@ def test_loss_floor_stops_convinced_views_pulling():
 def test_enough_p_is_validated():
     with pytest.raises(CaGError, match="enough_p"):
         OptimizeConfig(enough_p=1.0)
+
+
+def test_recipe_search_registers_its_candidates_with_the_quality_benchmark():
+    """recipe_search's candidates join benchmarks.quality's variants without shadowing one of them
+    (its 'lucid' is quality's own)."""
+    from benchmarks import quality, recipe_search
+
+    recipe_search.register()
+    assert quality.VARIANTS["lucid"] is recipe_search.CANDIDATES["lucid"]
+    assert quality.VARIANTS["lucid"].config == get_recipe("lucid")
+    assert set(recipe_search.CANDIDATES) <= set(quality.VARIANTS)
