@@ -58,7 +58,7 @@ one scale.
 
 Output (`--out`, default benchmarks/results/peers/; with --quick /tmp/cag-peers-quick): results.json (settings, versions, patches, one
 record per image), results.md (the table), images/<method>/<class>.png (each method's images,
-named by class index: the blind panel's input, benchmarks/panel.py), sheets/<method>.png (one
+named by class index: the blind panel's input, benchmarks/panel.py), sheets/<method>.jpg (one
 unlabeled contact sheet per method: no class or method names on the image). `--resume` keeps the
 records of an earlier run in --out whose settings match, and generates only what is missing.
 """
@@ -107,7 +107,8 @@ DEFAULT_CAPS = "maco=100,horama-fourier=100"
 CENTRE_CROP = {"maco": 384}  # method -> side of the centre crop judged as its own row
 BRISQUE_SIDE = 256
 PROBE_STEPS = (2, 12)  # time-matching: two short runs give a peer's CPU cost per step and of its setup
-SHEET_TILE, SHEET_COLUMNS = 256, 4
+SHEET_TILE, SHEET_COLUMNS, SHEET_JPEG_QUALITY = 256, 4, 85  # sheets/<run>.jpg
+FIGURE_TILE, FIGURE_COLUMNS, FIGURE_GAP, FIGURE_JPEG_QUALITY = 128, 8, 8, 88  # --figure: side_by_side.jpg
 
 
 # ---- methods -----------------------------------------------------------------------------------
@@ -217,7 +218,27 @@ def contact_sheet(paths: Sequence[Path], out: Path, tile: int = SHEET_TILE, colu
         image = Image.open(path).convert("RGB").resize((tile, tile), Image.LANCZOS)
         sheet.paste(image, ((k % columns) * tile, (k // columns) * tile))
     out.parent.mkdir(parents=True, exist_ok=True)
-    sheet.save(out, optimize=True)
+    sheet.save(out, quality=SHEET_JPEG_QUALITY)
+
+
+def side_by_side(out: Path, methods: Sequence[str], classes: Sequence[int], tile: int = FIGURE_TILE) -> Path:
+    """`out`/side_by_side.jpg: per method two rows of FIGURE_COLUMNS tiles (its images of `classes`,
+    in that order), methods in the given order with a white gap between them; no text on it."""
+    from PIL import Image
+
+    rows = math.ceil(len(classes) / FIGURE_COLUMNS)
+    figure = Image.new("RGB", (FIGURE_COLUMNS * tile, len(methods) * rows * tile + (len(methods) - 1) * FIGURE_GAP),
+                       "white")
+    for r, method in enumerate(methods):
+        for k, cls in enumerate(classes):
+            path = out / "images" / method / f"{cls}.png"
+            if not path.exists():
+                raise SystemExit(f"--figure: {path} is missing; run method '{method}' on class {cls} first.")
+            image = Image.open(path).convert("RGB").resize((tile, tile), Image.LANCZOS)
+            figure.paste(image, ((k % FIGURE_COLUMNS) * tile, r * (rows * tile + FIGURE_GAP) + (k // FIGURE_COLUMNS) * tile))
+    path = out / "side_by_side.jpg"
+    figure.save(path, quality=FIGURE_JPEG_QUALITY)
+    return path
 
 
 # ---- the run -----------------------------------------------------------------------------------
@@ -330,7 +351,7 @@ class Benchmark:
             self.save()
         entry["records"].sort(key=lambda r: self.classes.index(r["class"]) if r["class"] in self.classes else 1e9)
         contact_sheet([self.out / r["image"] for r in entry["records"] if r["class"] in self.classes],
-                      self.out / "sheets" / f"{run.name}.png")
+                      self.out / "sheets" / f"{run.name}.jpg")
         self.save()
         return entry
 
@@ -355,6 +376,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                         "so a check never overwrites the committed results)")
     parser.add_argument("--quick", action="store_true", help=f"development: {QUICK_STEPS} steps, classes {QUICK_CLASSES}")
     parser.add_argument("--resume", action="store_true", help="keep matching records already in --out")
+    parser.add_argument("--figure", default=None, metavar="RUNS",
+                        help="only write --out/side_by_side.jpg from the images already there: these runs (comma "
+                        "list, e.g. ours,maco-defaults), one row pair each, for --classes")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
     args = parser.parse_args(argv)
 
@@ -383,6 +407,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     recipes = [r.strip() for r in args.ours.split(",") if r.strip()]
     configs = {r: our_config(r, args.quick) for r in recipes}  # fail on a bad recipe before generating
 
+    if args.figure:
+        runs = [r.strip() for r in args.figure.split(",") if r.strip()]
+        print(f"wrote {side_by_side(args.out, runs, args.classes)}")
+        return 0
     bench = Benchmark(args)
     print(f"{len(args.classes)} classes, seed {args.seed}, torch threads {torch.get_num_threads()}, "
           f"load {os.getloadavg()[0]:.1f}; out {args.out}", flush=True)
