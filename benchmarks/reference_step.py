@@ -11,12 +11,14 @@ mask tokens back, unpatchifies, cuts the image's random views one at a time, and
 It uses the engine's models (weights), the same starting parameters and the same random numbers
 in the same order (MAE masking noise [B, L], then the view matrices), so its loss and gradient
 must equal the engine's up to rounding: `benchmarks.speed` and tests/test_speed_equivalence.py
-check that. Supported: one classifier, the default loss (target cross-entropy; diversity, BN and
-TV weights 0), paste_visible False -- the settings the benchmark runs.
+check that. Supported: one classifier, the per-image losses (target cross-entropy, the BN-statistics
+prior measured per image on the plain model's BatchNorm layers, total variation; diversity weight
+0), paste_visible False -- the settings the benchmark runs.
 """
 
 from __future__ import annotations
 
+import contextlib
 import math
 
 import torch
@@ -34,10 +36,9 @@ from cag_core.targets import Target
 def check_supported(config: OptimizeConfig, classifier: Classifier) -> None:
     if not isinstance(classifier, Classifier):
         raise ValueError("The reference step supports one Classifier (not an ensemble).")
-    extras = {k: getattr(config, k) for k in ("diversity_weight", "bn_weight", "tv_weight")}
-    if any(extras.values()) or config.paste_visible or config.optimizer != "adam":
-        raise ValueError(f"The reference step supports the default loss and Adam only; got {extras}, "
-                         f"paste_visible={config.paste_visible}, optimizer={config.optimizer}.")
+    if config.diversity_weight or config.paste_visible or config.optimizer != "adam":
+        raise ValueError(f"The reference step supports the per-image losses and Adam only; got diversity_weight="
+                         f"{config.diversity_weight}, paste_visible={config.paste_visible}, optimizer={config.optimizer}.")
 
 
 # -- the image from its parameters --------------------------------------------------------------
@@ -182,18 +183,46 @@ def reference_loss(
     for i in range(batch):
         with torch.autocast(params.device.type, enabled=False):  # the image is fp32, as in the engine
             image = fourier_image(params[i : i + 1], size) if config.parameterization == "fourier" else params[i : i + 1]
+        if config.tv_weight > 0:  # of the image itself, before the MAE
+            dx = (image[..., :, 1:] - image[..., :, :-1]).abs().mean()
+            dy = (image[..., 1:, :] - image[..., :-1, :]).abs().mean()
+            total = total + config.tv_weight * (dx + dy)
         if mae is not None:
             image = mae_reconstruct_one(mae, image, None if noise is None else noise[i], config.mask_ratio)
         if cfg == NO_AUGMENT:  # the engine resizes instead of sampling views, and draws nothing
             views = F.interpolate(image, size=view_size, mode="bilinear", align_corners=False)
         else:
             views = torch.cat([one_view(image, thetas[i * cfg.crops + j], view_size) for j in range(cfg.crops)])
-        log_probs = F.log_softmax(classify(classifier, views).float(), dim=-1)
+        with bn_distances(classifier, config.bn_weight > 0) as distances:
+            log_probs = F.log_softmax(classify(classifier, views).float(), dim=-1)
         loss = -(target.positive[i] * log_probs).sum(-1)
         if target.negative[i].abs().sum() > 0:
             loss = loss + (target.negative[i] * log_probs.exp()).sum(-1)
         total = total + loss.mean()
+        if distances:
+            total = total + config.bn_weight * torch.stack(distances).mean()
     return total
+
+
+@contextlib.contextmanager
+def bn_distances(classifier: Classifier, on: bool):
+    """While on: every BatchNorm layer of the plain model appends the distance of this image's
+    statistics (over its views and pixels, at the layer's input) from the running ones."""
+    distances: list[torch.Tensor] = []
+
+    def hook(module, inputs, _output):
+        x = inputs[0].float()
+        mean = x.mean(dim=(0, 2, 3))
+        var = x.var(dim=(0, 2, 3), unbiased=False)
+        distances.append(torch.linalg.vector_norm(mean - module.running_mean) + torch.linalg.vector_norm(var - module.running_var))
+
+    layers = [m for m in classifier.model.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)] if on else []
+    handles = [m.register_forward_hook(hook) for m in layers]
+    try:
+        yield distances
+    finally:
+        for handle in handles:
+            handle.remove()
 
 
 def reference_optimize(

@@ -8,7 +8,7 @@
 Workloads (random-init weights are fine for timing; the embedded Lite0 has its real ones):
   a = mae-base+resnet50, b = mae-large+resnet50, c = lite0 (the embedded default, no MAE).
 Each step is the engine's default: Fourier parameterization, 2 random views at the classifier's
-224 px, MAE mask ratio 0.75, Adam. The stage resolution (64/128/256) is the size of the optimized
+224 px, MAE mask ratio 0.75, the per-image BN-statistics and TV priors (since 2026-12-02), Adam. The stage resolution (64/128/256) is the size of the optimized
 image; the MAE resizes it to 224 and the views are cut at 224, so it changes little of the cost.
 
 Variants of the engine step ("+"-joined): fp32 | bf16 | fp16 (autocast), cl (channels_last
@@ -325,9 +325,13 @@ def engine_loss_and_grad(images, classifier, mae, target, config, seed):
         randoms = draw_step_randoms(mae, config, ImageStreams.for_batch(seed, images.shape[0]))
         randoms = engine.StepRandoms(*(None if r is None else r.to(device) for r in (randoms.noise, randoms.thetas)))
         forward = compiled_step_forward() if config.compile else step_forward
-        with weights_in_autocast_dtype(frozen_models(ensemble, mae), autocast_dtype(device, config.autocast)):
+        bn_stats = engine.step_bn_stats(config, ensemble, device)
+        with (
+            weights_in_autocast_dtype(frozen_models(ensemble, mae), autocast_dtype(device, config.autocast)),
+            bn_stats if bn_stats is not None else contextlib.nullcontext(),
+        ):
             _, loss = forward(image_fn, ensemble, target, mae, config, classifier.input_size, config.augment.crops,
-                              None, views_per_forward(config, device, ensemble), randoms)
+                              bn_stats, views_per_forward(config, device, ensemble), randoms)
         loss = loss.sum()  # the objective the engine minimizes: the sum of the images' losses
         loss.backward()
     return float(loss.detach()), image_fn.params[0].grad.detach().float()

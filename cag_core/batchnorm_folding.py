@@ -8,8 +8,8 @@ of a ResNet-50 one. The result is the same function up to fp32 rounding (~1e-6 r
 Which convolution feeds which BatchNorm is read off one forward pass (hooks), not guessed from
 module names. A fold is only correct when that convolution's output goes nowhere else, which a
 hook cannot see, so the folded copy is checked against the original on a random batch and
-thrown away if the logits differ. The engine uses the copy only when nothing needs the
-BatchNorm layers themselves (the BN-statistics loss hooks them).
+thrown away if the logits differ. Each folded convolution keeps what its BatchNorm knew
+(`BN_REFERENCE`), so the BN-statistics loss runs on the copy too.
 """
 
 from __future__ import annotations
@@ -30,11 +30,16 @@ CHECK_RTOL = 1e-3
 
 class _DropAct(nn.Module):
     """What timm's BatchNormAct2d does after its batch norm: dropout (identity in eval), then the
-    activation. ReLU6 runs out of place: in place it cost an extra copy per map on the CPU."""
+    activation. ReLU6 runs out of place: in place it cost an extra copy per map on the CPU. Every
+    activation runs out of place: the BN-statistics loss keeps the convolution's output for its
+    backward, which an in-place activation would overwrite."""
 
     def __init__(self, drop: nn.Module, act: nn.Module):
         super().__init__()
         self.drop = drop
+        if getattr(act, "inplace", False):
+            act = copy.copy(act)
+            act.inplace = False
         self.act = act
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -92,12 +97,24 @@ def _conv_bn_pairs(model: nn.Module, example: torch.Tensor) -> list[tuple[str, s
     return [(c, b) for c, b in pairs if convs.count(c) == 1 and bns.count(b) == 1]
 
 
+# The buffer a folded convolution keeps of its BatchNorm, [4, C]: (gain, offset) that map the
+# folded output back to the BatchNorm's input (input = gain * output + offset), then the running
+# mean and variance. The BN-statistics loss (losses.BatchNormStats) reads it, so that it can run
+# on the fast folded copy. Absent where a BatchNorm weight is 0 (the map cannot be inverted).
+BN_REFERENCE = "cag_bn_reference"
+
+
 def _fold(conv: nn.Conv2d, bn: nn.BatchNorm2d) -> None:
     scale = bn.weight / torch.sqrt(bn.running_var + bn.eps) if bn.affine else torch.rsqrt(bn.running_var + bn.eps)
-    shift = (bn.bias if bn.affine else 0) - bn.running_mean * scale
+    beta = bn.bias if bn.affine else torch.zeros_like(bn.running_mean)
+    shift = beta - bn.running_mean * scale
     bias = conv.bias if conv.bias is not None else torch.zeros_like(bn.running_mean)
     conv.weight = nn.Parameter((conv.weight * scale.view(-1, 1, 1, 1)).detach(), requires_grad=False)
     conv.bias = nn.Parameter((bias * scale + shift).detach(), requires_grad=False)
+    if bool((scale != 0).all()):
+        # folded output = scale * bn_input + shift, so bn_input = output / scale - shift / scale
+        reference = torch.stack([1 / scale, -shift / scale, bn.running_mean, bn.running_var]).detach()
+        conv.register_buffer(BN_REFERENCE, reference.float(), persistent=False)
 
 
 def _replace(model: nn.Module, name: str, new: nn.Module) -> None:

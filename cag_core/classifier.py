@@ -140,6 +140,12 @@ class Classifier(nn.Module):
         """The folded copies built so far (one per layout), e.g. to compile them too."""
         return [m for m in self.__dict__["_folded"].values() if m is not None]
 
+    def model_for(self, fast: bool) -> nn.Module:
+        """The network `logits_and_features(..., fast=fast)` runs (for hooks)."""
+        if fast and not (self._features_fn is not None and self._head_fn is not None):
+            return self.folded_model()
+        return self.model
+
     def prepare(self, images01: torch.Tensor, channels_last: bool | None = None) -> torch.Tensor:
         """Resize to the input size and normalize; images [B, 3, H, W] in [0, 1]. The layout is
         `channels_last`, by default the model's."""
@@ -155,11 +161,11 @@ class Classifier(nn.Module):
         """(logits [B, C], pre-logit features [B, D]) for images in [0, 1].
 
         fast: run `folded_model()` in the fast layout (the same values up to fp32 rounding);
-        callers that hook the BatchNorm layers, like the BN-statistics loss, must leave it off."""
+        callers that hook layers hook `model_for(fast)`."""
         if self._features_fn is not None and self._head_fn is not None:
             features = self._features_fn(self.prepare(images01))
             return self._head_fn(features), features
-        model = self.folded_model() if fast else self.model
+        model = self.model_for(fast)
         x = self.prepare(images01, self.fast_channels_last if fast and model is not self.model else None)
         if hasattr(model, "forward_features") and hasattr(model, "forward_head"):
             feature_map = model.forward_features(x)

@@ -151,11 +151,11 @@ def recipe_of(args: argparse.Namespace, config: ProgressiveConfig, device: torch
 
 def _check_batch_independent(config: ProgressiveConfig) -> None:
     stage = config.stage
-    if stage.diversity_weight > 0 or stage.bn_weight > 0:
+    if stage.diversity_weight > 0:
         raise CaGError(
-            "--diversity and --bn compare the images of a batch with each other, so an image would depend on "
+            "--diversity compares the images of a batch with each other, so an image would depend on "
             "--batch and on the number of processes; a data set needs each image to depend on its key only: "
-            "set them to 0."
+            "set it to 0."
         )
 
 

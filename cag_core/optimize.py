@@ -9,8 +9,8 @@ are removed in `finally`. It turns autograd on itself, so it works when called u
 Each image is optimized on its own: its random numbers come from its own stream (streams.py), the
 step minimizes the sum of per-image losses (so its gradient is that of its own loss), and Adam
 works per coordinate. An image therefore comes out the same whatever batch it is in (on CPUs bit
-for bit; see `_classify` for the one kernel choice that needed care), unless the diversity or
-BN-statistics losses, which compare the images of a batch, are on.
+for bit; see `_classify` for the one kernel choice that needed care), unless the diversity loss,
+which compares the images of a batch, is on.
 """
 
 from __future__ import annotations
@@ -177,9 +177,7 @@ def views_per_forward(config: OptimizeConfig, device: torch.device, ensemble: En
     shape the same whatever the batch, so an image is bit for bit the same in any batch. It is
     also cache-sized: forward+backward per view at 224 px on 2 cores was fastest in chunks of
     about 4 views (EfficientNet-Lite0 35 ms in chunks of 4, 60 with 16 at once, 117 with 64).
-    BN-statistics matching needs all views' statistics together: never chunked."""
-    if config.bn_weight > 0:
-        return None
+    The BN-statistics loss is measured per image, so it chunks like the rest."""
     if config.view_batch is not None:
         return config.view_batch
     if device.type != "cpu":
@@ -194,6 +192,21 @@ def fast_classifier_path(device: torch.device, autocast: str) -> bool:
     folded copy moved further from the reference (loss 1-5 %) than the reference's own bf16 run
     did, on an H200 (benchmarks/README.md)."""
     return device.type == "cpu" and autocast in ("auto", "off")
+
+
+def _runs_fast(config: OptimizeConfig, device: torch.device) -> bool:
+    # torch.compile traces the plain model (the folded copy is built lazily, outside its graph).
+    return not config.compile and fast_classifier_path(device, config.autocast)
+
+
+def step_bn_stats(config: OptimizeConfig, ensemble: Ensemble, device: torch.device) -> BatchNormStats | None:
+    """The BN-statistics collector of a step (None when the prior is off), hooked on the networks
+    the step runs on `device` (folded copies or originals); use it as a context manager around the
+    step's forwards."""
+    if config.bn_weight <= 0:
+        return None
+    fast = _runs_fast(config, device)
+    return BatchNormStats([member.model_for(fast) for member in ensemble.members], config.augment.crops)
 
 
 # Eager steps before a CUDA graph capture (PyTorch's recipe uses a few; this step has no
@@ -278,7 +291,7 @@ def optimize(
         optimizer = _make_optimizer(
             config.optimizer, image_fn.params, config.lr, device, capturable=captures(device, config.cuda_graph)
         )
-        bn_stats = BatchNormStats(list(ensemble.members)) if config.bn_weight > 0 else None
+        bn_stats = step_bn_stats(config, ensemble, device)
         chunk = views_per_forward(config, device, ensemble)
         forward = compiled_step_forward() if config.compile else step_forward
         losses: list[float] = []
@@ -426,9 +439,9 @@ def _step_loss(
     start: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """[B]: each image's loss in this step, with its random numbers drawn beforehand
-    (`draw_step_randoms`). Terms that compare the images of a batch (diversity, BN statistics)
-    are added to every image's loss in full: the sum keeps their weight relative to the per-image
-    terms what it was when the step minimized the mean."""
+    (`draw_step_randoms`). The diversity term, which compares the images of a batch, is added to
+    every image's loss in full: the sum keeps its weight relative to the per-image terms what it
+    was when the step minimized the mean. The BN-statistics prior is each image's own."""
     batch = images.shape[0]
     source = images
     if mae is not None:
@@ -436,16 +449,16 @@ def _step_loss(
     crops = views_from_thetas(source, view_size, config.augment, randoms.thetas)
     losses = images.new_zeros(batch, dtype=torch.float32)
     total_weight = sum(ensemble.weights)
-    fast = bn_stats is None and not config.compile and fast_classifier_path(images.device, config.autocast)
+    fast = _runs_fast(config, images.device)
     floor = -math.log(config.enough_p) if config.enough_p is not None else 0.0  # enough_p as a cross-entropy
     for member, weight in zip(ensemble.members, ensemble.weights):
-        logits, features = _classify(member, crops, chunk, views, fast=fast)
+        logits, features = _classify(member, crops, chunk, views, fast=fast, bn_stats=bn_stats)
         member_losses = target_loss(logits, target, views, floor)
         if config.diversity_weight > 0:
             member_losses = member_losses + config.diversity_weight * diversity_loss(features, batch, views)
         losses = losses + (weight / total_weight) * member_losses
     if bn_stats is not None:
-        bn_loss = bn_stats.take()
+        bn_loss = bn_stats.take(batch)
         if bn_loss is not None:
             losses = losses + config.bn_weight * bn_loss
     if config.tv_weight > 0:
@@ -472,24 +485,32 @@ def _region(images01: torch.Tensor, mask: torch.Tensor | None, feather_px: int):
 
 
 def _classify(
-    member: Classifier, crops: torch.Tensor, chunk: int | None, views: int, fast: bool = False
+    member: Classifier, crops: torch.Tensor, chunk: int | None, views: int, fast: bool = False,
+    bn_stats: BatchNormStats | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """`member.logits_and_features(crops)` in forwards of about `chunk` views (None: all at once),
     rounded to whole images so that an image's views always share a forward."""
     if chunk is not None:
         chunk = max(1, chunk // views) * views
     if chunk is None or crops.shape[0] <= chunk:
-        return _forward(member, crops, fast)
-    parts = [_forward(member, part, fast) for part in crops.split(chunk)]
+        return _forward(member, crops, fast, bn_stats)
+    parts = [_forward(member, part, fast, bn_stats) for part in crops.split(chunk)]
     return torch.cat([logits for logits, _ in parts]), torch.cat([features for _, features in parts])
 
 
-def _forward(member: Classifier, crops: torch.Tensor, fast: bool) -> tuple[torch.Tensor, torch.Tensor]:
+def _forward(
+    member: Classifier, crops: torch.Tensor, fast: bool, bn_stats: BatchNormStats | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
     if crops.shape[0] == 1 and crops.device.type == "cpu":
         # oneDNN runs a batch of one with other convolution kernels: the logits of one view alone
         # differed in the last bits from the same view beside others (Lite0, ResNet-50; batches
         # of 2 and more agreed bit for bit), which would make an image depend on its batch. A
         # lone view runs as a pair with itself; the copy's zero gradient adds exactly nothing.
         logits, features = member.logits_and_features(torch.cat([crops, crops]), fast=fast)
+        if bn_stats is not None:
+            bn_stats.end_forward(keep=1)
         return logits[:1], features[:1]
-    return member.logits_and_features(crops, fast=fast)
+    result = member.logits_and_features(crops, fast=fast)
+    if bn_stats is not None:
+        bn_stats.end_forward()
+    return result

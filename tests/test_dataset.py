@@ -207,6 +207,8 @@ def test_an_image_without_its_record_is_made_again(tiny_file, reference, tmp_pat
 def test_batch_coupling_losses_are_refused(tiny_file, tmp_path):
     done = _single(*_args(tiny_file, tmp_path / "div", "--diversity", "0.1"))
     assert done.returncode == 2 and "depend on --batch" in done.stderr
+    # The BN-statistics prior is per image: a data set may use it.
+    assert _single(*_args(tiny_file, tmp_path / "bn", "--bn", "0.01")).returncode == 0
 
 
 # -- pieces ------------------------------------------------------------------------------------

@@ -174,13 +174,19 @@ def test_the_engine_step_runs_the_folded_copy_on_the_cpu(monkeypatch):
     assert calls == ["folded"] * 4
 
 
-def test_bn_statistics_loss_still_sees_the_batchnorm_layers():
-    """With the BN prior on, the engine runs the original model, so its hooks fire."""
+def test_bn_statistics_loss_runs_on_the_folded_copy(monkeypatch):
+    """With the BN prior on, the CPU step still runs the folded copy, and the prior counts as it
+    does on the original model (the losses agree to fp32 rounding)."""
     classifier = tiny_classifier()
     config = replace(FAST, steps=2, bn_weight=1.0)
+    calls = []
+    classifier.folded_model().conv_stem.register_forward_pre_hook(lambda *_: calls.append("folded"))
     with_bn = optimize(_images(), classifier, "class 0", config=config).losses
+    assert calls, "the BN prior no longer takes the fast path"
     without = optimize(_images(), classifier, "class 0", config=replace(config, bn_weight=0.0)).losses
     assert with_bn[0] > without[0]
+    monkeypatch.setattr(optimize_module, "fast_classifier_path", lambda device, autocast: False)
+    assert optimize(_images(), classifier, "class 0", config=config).losses == pytest.approx(with_bn, rel=1e-4)
 
 
 # -- deferred loss read (what a GPU does), exercised on the CPU ----------------------------------

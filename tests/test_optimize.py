@@ -100,17 +100,41 @@ def test_all_losses_and_the_mae_run_together():
 
 
 def test_bn_stats_loss_is_zero_for_running_stats():
-    """The BN-statistics distance is zero when a layer's input matches its running statistics."""
+    """The BN-statistics distance is zero when a layer's input matches its running statistics,
+    and it is measured per image (here 2 images of 2048 views each)."""
     bn = torch.nn.BatchNorm2d(3).eval()
     bn.running_mean.fill_(0.5)
     bn.running_var.fill_(1.0)
     x = torch.randn(4096, 3, 2, 2) + 0.5
-    with BatchNormStats([bn]) as stats:
+    with BatchNormStats([bn], views=2048) as stats:
         bn(x)
-        assert stats.take().item() < 0.1
-        bn(x * 3)
-        assert stats.take().item() > 1
+        assert stats.take(2).max().item() < 0.1
+        bn(torch.cat([x[:2048], x[2048:] * 3]))
+        near, far = stats.take(2).tolist()
+        assert near < 0.1 and far > 1
     assert not bn._forward_hooks
+
+
+def test_bn_stats_on_the_folded_copy_equal_the_original():
+    """The folded copy's convolutions map their outputs back to the BatchNorm inputs: each image's
+    BN-statistics loss is the original model's to fp32 rounding, in any chunking of the forwards."""
+    classifier = tiny_classifier()
+    images = torch.rand(6, 3, 32, 32, generator=torch.Generator().manual_seed(0))
+    per_model = []
+    with torch.no_grad():
+        for fast in (False, True):
+            stats = BatchNormStats([classifier.model_for(fast)], views=2)
+            with stats:
+                classifier.logits_and_features(images, fast=fast)
+                stats.end_forward()
+                whole = stats.take(3)
+                for part in images.split(2):
+                    classifier.logits_and_features(part, fast=fast)
+                    stats.end_forward()
+                assert torch.allclose(stats.take(3), whole, rtol=1e-6)
+            per_model.append(whole)
+    assert classifier.model_for(True) is not classifier.model
+    assert torch.allclose(per_model[0], per_model[1], rtol=1e-4) and per_model[0].std() > 0
 
 
 def test_ensemble_optimizes_all_members():

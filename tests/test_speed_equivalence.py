@@ -25,7 +25,7 @@ from benchmarks.reference_step import reference_loss, reference_optimize
 from cag_core.augment import NO_AUGMENT, AugmentConfig
 from cag_core.classifier import as_ensemble
 from cag_core.mae import MAEConfig, mae_from_config
-from cag_core.optimize import OptimizeConfig, _step_loss, draw_step_randoms, optimize, views_per_forward
+from cag_core.optimize import OptimizeConfig, _step_loss, draw_step_randoms, optimize, step_bn_stats, views_per_forward
 from cag_core.streams import ImageStreams, stage_purpose
 from cag_core.parameterization import parameterize
 from cag_core.targets import parse_target
@@ -39,8 +39,10 @@ TINY_MAE = MAEConfig(img_size=32, patch_size=8, embed_dim=32, depth=2, num_heads
 def _engine(images, classifier, target, config, mae, seed, chunk=None):
     image_fn = parameterize(images.clone(), config.parameterization)
     randoms = draw_step_randoms(mae, config, ImageStreams.for_batch(seed, images.shape[0]))
-    loss = _step_loss(image_fn(), as_ensemble(classifier), target, mae, config, classifier.input_size,
-                      config.augment.crops, None, chunk, randoms).sum()
+    bn_stats = step_bn_stats(config, as_ensemble(classifier), images.device)  # as optimize() builds it
+    with bn_stats if bn_stats is not None else contextlib.nullcontext():
+        loss = _step_loss(image_fn(), as_ensemble(classifier), target, mae, config, classifier.input_size,
+                          config.augment.crops, bn_stats, chunk, randoms).sum()
     loss.backward()
     return loss.detach(), image_fn.params[0].grad
 
@@ -53,15 +55,18 @@ def _reference(images, classifier, target, config, mae, seed):
     return loss.detach(), params.grad
 
 
+@pytest.mark.parametrize("priors", [0.0, 0.05], ids=["no-priors", "bn-tv"])
 @pytest.mark.parametrize("with_mae", [True, False], ids=["mae", "no-mae"])
 @pytest.mark.parametrize("param", ["fourier", "pixels"])
-def test_batched_step_equals_per_image_reference(with_mae, param):
-    """Same masks, views and weights: the batched step's loss and gradient equal the per-image loop's."""
+def test_batched_step_equals_per_image_reference(with_mae, param, priors):
+    """Same masks, views and weights: the batched step's loss and gradient equal the per-image loop's,
+    also with the BN-statistics prior (on the folded copy in the engine, on the plain model's
+    BatchNorm layers in the reference) and total variation."""
     classifier = tiny_classifier()
     mae = mae_from_config(TINY_MAE, seed=0) if with_mae else None
     images = torch.rand(3, 3, 24, 20, generator=torch.Generator().manual_seed(1))
     target = parse_target("class 1\nclass 2:0.5 | class 4:0.5\nclass 3 | class 5:-1", classifier.class_names, 3)
-    config = OptimizeConfig(parameterization=param, augment=AugmentConfig(crops=3))
+    config = OptimizeConfig(parameterization=param, augment=AugmentConfig(crops=3), bn_weight=priors, tv_weight=priors)
     loss, grad = _engine(images, classifier, target, config, mae, seed=5)
     ref_loss, ref_grad = _reference(images, classifier, target, config, mae, seed=5)
     assert torch.allclose(loss, ref_loss, rtol=1e-5)
@@ -83,14 +88,16 @@ def test_views_in_chunks_give_the_same_step():
 
 
 def test_views_per_forward():
-    """One image's views per forward on CPUs, all at once on accelerators or with BN statistics."""
+    """One image's views per forward on CPUs, all at once on accelerators."""
     ensemble = as_ensemble(tiny_classifier())  # 32 px input
     cpu, cuda = torch.device("cpu"), torch.device("cuda")
     assert views_per_forward(OptimizeConfig(), cpu, ensemble) == OptimizeConfig().augment.crops
     assert views_per_forward(OptimizeConfig(augment=AugmentConfig(crops=5)), cpu, ensemble) == 5
     assert views_per_forward(OptimizeConfig(), cuda, ensemble) is None
     assert views_per_forward(OptimizeConfig(view_batch=3), cuda, ensemble) == 3
-    assert views_per_forward(OptimizeConfig(bn_weight=0.1, view_batch=3), cpu, ensemble) is None
+    # The BN-statistics loss is per image: it chunks like the rest.
+    assert views_per_forward(OptimizeConfig(bn_weight=0.1), cpu, ensemble) == OptimizeConfig().augment.crops
+    assert views_per_forward(OptimizeConfig(bn_weight=0.1, view_batch=3), cpu, ensemble) == 3
 
 
 def test_reference_follows_the_engine_without_augmentation_and_masking():

@@ -51,14 +51,17 @@ def test_noise_of_a_batch_is_its_images_alone():
     assert torch.equal(big[:2], init_noise(noise_streams(5, 2), 8, 12, "gray"))
 
 
+@pytest.mark.parametrize("bn_weight", [0.0, 0.1], ids=["no-priors", "bn-tv"])
 @pytest.mark.parametrize("crops", [2, 1], ids=["2-crops", "1-crop"])
 @pytest.mark.parametrize("with_mae", [True, False], ids=["mae", "no-mae"])
-def test_an_image_is_the_same_in_any_batch(crops, with_mae):
+def test_an_image_is_the_same_in_any_batch(crops, with_mae, bn_weight):
     """Generating keys [a, b, c, d] as one batch, as [a, b, c] + [d], or one by one gives the same
-    images bit for bit on the CPU (one crop per image runs the lone-view path)."""
+    images bit for bit on the CPU (one crop per image runs the lone-view path), also with the
+    BN-statistics prior, which is measured per image."""
     classifier = tiny_classifier()
     mae = mae_from_config(TINY_MAE, seed=0) if with_mae else None
-    config = replace(TINY, stage=replace(TINY.stage, augment=AugmentConfig(crops=crops)))
+    config = replace(TINY, stage=replace(TINY.stage, augment=AugmentConfig(crops=crops), bn_weight=bn_weight,
+                                         tv_weight=bn_weight))
     keys = [(11, c, k) for c, k in ((1, 0), (1, 1), (4, 0), (7, 5))]
     targets = ["class 1", "class 1", "class 4", "class 7"]
 
@@ -74,13 +77,14 @@ def test_an_image_is_the_same_in_any_batch(crops, with_mae):
 
 
 def test_the_embedded_classifier_with_the_toy_mae_is_batch_independent():
-    """The same with the real Lite0 kernels (folded, channels_last, oneDNN) and the shipped toy MAE:
-    a batch of 4 and a batch of 3 plus 1 give the same images bit for bit."""
+    """The same with the real Lite0 kernels (folded, channels_last, oneDNN, the BN prior on the
+    folded convolutions) and the shipped toy MAE: a batch of 4 and a batch of 3 plus 1 give the
+    same images bit for bit."""
     from cag_core.timm_classifier import embedded_classifier
 
     classifier = embedded_classifier("efficientnet-lite0")
     mae = load_mae(ROOT / "models" / "mae" / "cag_tiny_mae_skimage.safetensors")
-    config = ProgressiveConfig(sizes=(64,), steps=(2,))
+    config = ProgressiveConfig(sizes=(64,), steps=(2,), stage=replace(ProgressiveConfig().stage, bn_weight=0.001))
     keys = [(0, c, 0) for c in (1, 130, 207, 980)]
     target = "1\n130\n207\n980"
     whole = generate(classifier, target, batch=4, config=config, mae=mae, keys=keys).images
