@@ -94,7 +94,8 @@ STAGE_VIEWS = (64, 128, None)  # classifier sees each stage at its own side; nat
 
 
 def _stage(**kw) -> OptimizeConfig:
-    base = dict(steps=100, lr=0.05, parameterization="fourier", augment=CROPS2)
+    # The priors off, as these rows were measured (the default turns them on since 2026-12-02).
+    base = dict(steps=100, lr=0.05, parameterization="fourier", augment=CROPS2, bn_weight=0.0, tv_weight=0.0)
     base.update(kw)
     return OptimizeConfig(**base)
 
@@ -145,12 +146,17 @@ VARIANTS: dict[str, Variant] = {
     "tv": _tuned("fourier, TV 0.05", stage=dict(tv_weight=0.05)),
     "bn": _tuned("fourier, BN statistics 0.001", stage=dict(bn_weight=0.001)),
 }
-# The pack's default, ProgressiveConfig() (recipe lucid_centered since 2026-12); the default before
-# it (recipe lucid: crops anywhere), on which the rows below were measured; the ensemble (on the
-# ladder's `fourier` row).
+# The pack's default, ProgressiveConfig() (recipe lucid_centered_bn since 2026-12-02); the defaults
+# before it (recipe lucid_centered, 2026-12-01; recipe lucid: crops anywhere, on which the rows below
+# were measured); the ensemble (on the ladder's `fourier` row).
 VARIANTS["default"] = Variant(
-    "recommended default: fourier, 2 crops centred N(0, 0.4), 100 steps, classifier at 224, 64 -> 128 -> 256",
+    "recommended default: fourier, 2 crops centred N(0, 0.4), BN-statistics 0.001 and TV 0.05 per image, "
+    "100 steps, classifier at 224, 64 -> 128 -> 256",
     ProgressiveConfig(),
+)
+VARIANTS["lucid_centered"] = Variant(
+    "the default of 2026-12-01 (recipe lucid_centered): centred crops, no priors",
+    get_recipe("lucid_centered"),
 )
 VARIANTS["lucid"] = Variant(
     "the default before 2026-12 (recipe lucid): crops anywhere",

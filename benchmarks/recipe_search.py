@@ -57,7 +57,7 @@ def _variant(description: str, recipe: str = "lucid", progressive: dict | None =
 
 CANDIDATES: dict[str, Variant] = {
     "lucid": quality.VARIANTS["lucid"],  # the one quality.py measures (its held-out and tuning rows)
-    "lucid_centered": Variant("lucid, crop centres ~ N(0, 0.4) (center_std)", get_recipe("lucid_centered")),
+    "lucid_centered": quality.VARIANTS["lucid_centered"],  # the same recipe, as quality.py measures it
     "phase_focus": Variant("phase (MACO, natural spectrum) lr 0.2, centred crops, background blur 0.02",
                            get_recipe("phase_focus")),
     # ---- screening (8 classes, seed 0); "64" = only the 64 px stage, judged upsampled to 256 ----

@@ -124,8 +124,9 @@ def add_recipe_arguments(parser: argparse.ArgumentParser) -> argparse._ArgumentG
     recipe.add_argument("--jitter", type=float, default=DEFAULTS.stage.augment.jitter)
     recipe.add_argument("--no-flip", action="store_true")
     recipe.add_argument("--diversity", type=float, default=DEFAULTS.stage.diversity_weight)
-    recipe.add_argument("--bn", type=float, default=DEFAULTS.stage.bn_weight, help="BN-statistics prior weight")
-    recipe.add_argument("--tv", type=float, default=DEFAULTS.stage.tv_weight, help="total-variation weight")
+    recipe.add_argument("--bn", type=float, default=DEFAULTS.stage.bn_weight,
+                        help="BN-statistics prior weight, per image (0 = off: recipe lucid_centered)")
+    recipe.add_argument("--tv", type=float, default=DEFAULTS.stage.tv_weight, help="total-variation weight (0 = off)")
     return recipe
 
 

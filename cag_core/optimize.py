@@ -55,6 +55,15 @@ class Reconstructor(Protocol):
     ) -> torch.Tensor: ...
 
 
+# The natural-statistics priors of the default (since 2026-12): each image's feature statistics at
+# every BatchNorm layer pulled toward the classifier's training statistics, plus a little total
+# variation. On the tuning classes they turned feature-visualization texture into scenes with
+# photographic light and surfaces, with the independent judges agreeing as often or more
+# (benchmarks/results/recipe_search/README.md); classifiers without BatchNorm are unaffected.
+DEFAULT_BN_WEIGHT = 0.001
+DEFAULT_TV_WEIGHT = 0.05
+
+
 @dataclass(frozen=True)
 class OptimizeConfig:
     """One stage's settings; every default is explained in the README's defaults table."""
@@ -74,8 +83,8 @@ class OptimizeConfig:
     # -log(p), no gradient): the image stops gaining class texture once it convinces. None = never.
     enough_p: float | None = None
     diversity_weight: float = 0.0  # distance-metric loss between images of the batch
-    bn_weight: float = 0.0  # batch-norm statistics matching (DeepInversion)
-    tv_weight: float = 0.0  # total variation
+    bn_weight: float = DEFAULT_BN_WEIGHT  # batch-norm statistics matching (DeepInversion), per image; 0 = off
+    tv_weight: float = DEFAULT_TV_WEIGHT  # total variation; 0 = off
     anchor_weight: float = 0.0  # keep the result's 16x16 thumbnail near the start image's (regions.py); 0 = off
     feather: int = 0  # with a mask: px over which the mask ramps up inside its edge (regions.py)
     fill_masked: bool = False  # with a mask: start the masked region from its surroundings (regions.py)

@@ -25,6 +25,8 @@ RECIPES: dict[str, ProgressiveConfig] = {
         stage=OptimizeConfig(
             lr=0.05,  # Lucid's rate for the Fourier parameterization
             parameterization="fourier",  # decorrelated colour, 1/f-scaled free spectrum, sigmoid
+            bn_weight=0.0,  # no natural-statistics priors
+            tv_weight=0.0,
             augment=AugmentConfig(
                 crops=2,  # views per image per step
                 crop_scale=(0.25, 1.0),  # crop area, fraction of the image
@@ -38,7 +40,7 @@ RECIPES: dict[str, ProgressiveConfig] = {
 }
 
 # Lucid with crops that land near the middle: the object is more often whole and central. The
-# default since 2026-12 (equal to ProgressiveConfig()). Recipe search (16 tuning classes x 2 seeds):
+# default from 2026-12-01 to 2026-12-02. Recipe search (16 tuning classes x 2 seeds):
 # Lite2 top-1 31/32 vs lucid's 30/32, same time; the blind tuning panel in
 # benchmarks/results/recipe_search/README.md.
 RECIPES["lucid_centered"] = dataclasses.replace(
@@ -49,12 +51,24 @@ RECIPES["lucid_centered"] = dataclasses.replace(
     ),
 )
 
+# lucid_centered with the natural-statistics priors: each image's BatchNorm statistics matched to the
+# classifier's training statistics (DeepInversion, measured per image) at weight 0.001, and total
+# variation 0.05. The default since 2026-12-02 (equal to ProgressiveConfig()). On 8 tuning classes
+# (seed 0) a scene with photographic light and surfaces instead of class texture over a gray veil
+# (a tabby asleep on a floor, flamingos standing on a lawn, a hot-air balloon against the sky); the
+# judges agreed as often (Lite2 top-1 8/8 both, target p .62 vs .52) at 1.26x the CPU time.
+RECIPES["lucid_centered_bn"] = dataclasses.replace(
+    RECIPES["lucid_centered"],
+    stage=dataclasses.replace(RECIPES["lucid_centered"].stage, bn_weight=0.001, tv_weight=0.05),
+)
+
 # Centred and smaller crops (area 25-60 % instead of 25-100 %, centres ~ N(0, 0.25)): every view
 # shows part of the middle, so the classifier's object is drawn there, larger and whole, and the
 # border is left plainer. Tuning classes, seed 0 (16): two blind viewers named 10 and 11 of 16
 # (lucid_centered 9 and 8), photo score 1.88 and 1.88 (1.38, 1.56); Lite2 top-1 13/16 (15/16).
 # Not the default: on the 16 held-out classes of benchmarks/README.md it lowered Lite2's agreement
-# (top-1 10/16, top-5 14/16 against the default's 16/16, 16/16). Opt-in for images people read.
+# (top-1 10/16, top-5 14/16 against the default's 16/16, 16/16). Opt-in for images people read;
+# without the natural-statistics priors, as it was measured.
 RECIPES["lucid_tight"] = dataclasses.replace(
     RECIPES["lucid"],
     stage=dataclasses.replace(

@@ -10,7 +10,7 @@ import torch
 from ..cag_core.augment import DEFAULT_CENTER_STD, DEFAULT_CROP_SCALE, AugmentConfig, center_std_or_uniform
 from ..cag_core.classifier import as_ensemble
 from ..cag_core.errors import CaGError, NonFiniteLossError, report_out_of_memory
-from ..cag_core.optimize import OptimizeConfig, optimize
+from ..cag_core.optimize import DEFAULT_BN_WEIGHT, DEFAULT_TV_WEIGHT, OptimizeConfig, optimize
 from ..cag_core.regions import check_mask_batch, composite, resize_mask
 from ..cag_core.parameterization import PARAMETERIZATIONS
 from ..cag_core.progressive import (
@@ -123,8 +123,8 @@ class CaGOptimize:
 
     @classmethod
     def INPUT_TYPES(cls):
-        def weight(tooltip):
-            return ("FLOAT", {"default": 0.0, "min": 0.0, "max": 100.0, "step": 0.001, "tooltip": tooltip})
+        def weight(tooltip, default=0.0):
+            return ("FLOAT", {"default": default, "min": 0.0, "max": 100.0, "step": 0.001, "tooltip": tooltip})
 
         return {
             "required": {
@@ -148,8 +148,12 @@ class CaGOptimize:
                 "mask_ratio": ("FLOAT", {"default": 0.75, "min": 0.0, "max": 0.95, "step": 0.05,
                                          "tooltip": "Fraction of patches the MAE masks each step (only with an MAE)."}),
                 "diversity_weight": weight("Push the images of a batch apart (0 = off)."),
-                "bn_weight": weight("Match the classifier's batch-norm statistics, DeepInversion style (0 = off)."),
-                "tv_weight": weight("Total-variation smoothing (0 = off)."),
+                "bn_weight": weight("Match each image's batch-norm statistics to the classifier's training "
+                                    "statistics, DeepInversion style: photographic light and surfaces instead of "
+                                    f"texture ({DEFAULT_BN_WEIGHT} by default; 0 = off, the recipe before 2026-12-02; "
+                                    "no effect on classifiers without batch norm).", DEFAULT_BN_WEIGHT),
+                "tv_weight": weight(f"Total-variation smoothing ({DEFAULT_TV_WEIGHT} by default; 0 = off).",
+                                    DEFAULT_TV_WEIGHT),
                 "seed": _seed_input("Seed of the random masks and crops (per image: image i of a batch comes out as "
                                     "it would alone)."),
             },
@@ -184,7 +188,7 @@ class CaGOptimize:
                 "crop_max": ("FLOAT", {
                     "default": DEFAULT_CROP_SCALE[1], "min": DEFAULT_CROP_SCALE[0], "max": 1.0, "step": 0.05,
                     "tooltip": "Largest random crop, as a fraction of the image area (the smallest is 0.25). Smaller "
-                    "crops draw the object larger in the middle (recipe lucid_tight: 0.6 with crop_center_std 0.25; "
+                    "crops draw the object larger in the middle (recipe lucid_tight: 0.6 with crop_center_std 0.25, bn_weight and tv_weight 0; "
                     "people named it more often, other networks agreed less).",
                 }),
             },

@@ -130,9 +130,13 @@ def test_cli_crop_center_std(argv, expected):
 
 
 def test_cli_lucid_tight_from_flags():
-    """--crop-center-std 0.25 --crop-max 0.6 is the recipe lucid_tight."""
+    """--crop-center-std 0.25 --crop-max 0.6 --bn 0 --tv 0 is the recipe lucid_tight (measured without
+    the priors); --bn 0 --tv 0 alone is lucid_centered, the default before them."""
     from cag_core.cli import build_parser, config_from_args
     from cag_core.recipes import get_recipe
 
-    args = build_parser().parse_args(["generate", "--class", "1", "--crop-center-std", "0.25", "--crop-max", "0.6"])
+    off = ["--bn", "0", "--tv", "0"]
+    args = build_parser().parse_args(["generate", "--class", "1", "--crop-center-std", "0.25", "--crop-max", "0.6", *off])
     assert config_from_args(args) == get_recipe("lucid_tight")
+    assert config_from_args(build_parser().parse_args(["generate", "--class", "1", *off])) == get_recipe("lucid_centered")
+    assert config_from_args(build_parser().parse_args(["generate", "--class", "1"])) == get_recipe("lucid_centered_bn")

@@ -22,14 +22,20 @@ def _decorrelated(images01):
 # ---- recipes ---------------------------------------------------------------------------------
 
 
-def test_lucid_centered_is_the_default():
-    """'lucid_centered' is what the pack ships as its default; 'lucid' (the default before 2026-12)
-    differs from it only in where the crops land."""
-    assert get_recipe("lucid_centered") == ProgressiveConfig()
+def test_lucid_centered_bn_is_the_default():
+    """'lucid_centered_bn' is what the pack ships as its default; 'lucid_centered' (the default of
+    2026-12-01) differs from it only in the priors, and 'lucid' (before) also in where crops land."""
+    default = ProgressiveConfig()
+    assert get_recipe("lucid_centered_bn") == default
+    assert default.stage.bn_weight > 0 and default.stage.tv_weight > 0
+    centered = get_recipe("lucid_centered")
+    assert centered.stage.bn_weight == 0 and centered.stage.tv_weight == 0
+    assert replace(centered, stage=replace(centered.stage, bn_weight=default.stage.bn_weight,
+                                           tv_weight=default.stage.tv_weight)) == default
     lucid = get_recipe("lucid")
     assert lucid.stage.augment.center_std is None
     assert replace(lucid, stage=replace(lucid.stage, augment=replace(lucid.stage.augment, center_std=0.4))) \
-        == ProgressiveConfig()
+        == centered
 
 
 def test_get_recipe_returns_a_copy_with_overrides():
