@@ -80,14 +80,15 @@ class _PixelMoments(torch.autograd.Function):
 
 def _pixel_moments(x: torch.Tensor) -> torch.Tensor:
     """[2, N, C]: each of the N maps' per-channel mean and mean square over its pixels."""
-    x = x.float()
-    if x.dim() == 4:
-        # [N, H*W, C] is a view of a channels_last map (the CPU's fast path); reducing it was
-        # 2.7x faster than reducing (H, W) of the NCHW view. An NCHW map is copied.
-        x = x.permute(0, 2, 3, 1).reshape(x.shape[0], -1, x.shape[1])
-    else:
-        x = x.flatten(2).transpose(1, 2)  # [N, pixels, C]
-    return _PixelMoments.apply(x)
+    # Channels last, [N, pixels, C]: a view of a channels_last map (the CPU's fast path), where
+    # reducing it was 2.7x faster than reducing (H, W) of the NCHW view; other layouts are copied.
+    # Any map [N, C, ...] works, a BatchNorm1d's [N, C] as one pixel.
+    x = x.float().movedim(1, -1)
+    return _PixelMoments.apply(x.reshape(x.shape[0], -1, x.shape[-1]))
+
+
+def _is_batchnorm(module: nn.Module) -> bool:
+    return isinstance(module, nn.modules.batchnorm._BatchNorm) and module.running_mean is not None
 
 
 class BatchNormStats:
@@ -108,15 +109,17 @@ class BatchNormStats:
 
     def __init__(self, models: list[nn.Module], views: int):
         self.views = views
-        # (module, [4, C]: gain, offset from the hooked map to the BN input, running mean, running var)
-        self.layers: list[tuple[nn.Module, torch.Tensor, bool]] = []
+        # (module, [4, C]: gain and offset from the hooked map to the BN input, running mean and
+        # variance). A BatchNorm is hooked at its input (gain 1, offset 0), a folded convolution at
+        # its output.
+        self.layers: list[tuple[nn.Module, torch.Tensor]] = []
         for root in models:
             for m in root.modules():
-                if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.running_mean is not None:
+                if _is_batchnorm(m):
                     mean, var = m.running_mean.detach().float(), m.running_var.detach().float()
-                    self.layers.append((m, torch.stack([torch.ones_like(mean), torch.zeros_like(mean), mean, var]), True))
+                    self.layers.append((m, torch.stack([torch.ones_like(mean), torch.zeros_like(mean), mean, var])))
                 elif isinstance(getattr(m, BN_REFERENCE, None), torch.Tensor):
-                    self.layers.append((m, getattr(m, BN_REFERENCE), False))
+                    self.layers.append((m, getattr(m, BN_REFERENCE)))
         self._handles: list = []
         self._moments: dict[int, torch.Tensor] = {}  # this forward's, per layer index
         self._images: list[torch.Tensor] = []  # the forwards' since `take`: [images] each
@@ -128,7 +131,7 @@ class BatchNormStats:
         return hook
 
     def __enter__(self) -> "BatchNormStats":
-        self._handles = [m.register_forward_hook(self._hook(i, on_input)) for i, (m, _, on_input) in enumerate(self.layers)]
+        self._handles = [m.register_forward_hook(self._hook(i, _is_batchnorm(m))) for i, (m, _) in enumerate(self.layers)]
         return self
 
     def __exit__(self, *exc) -> None:

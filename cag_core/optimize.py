@@ -510,16 +510,12 @@ def _classify(
 def _forward(
     member: Classifier, crops: torch.Tensor, fast: bool, bn_stats: BatchNormStats | None = None
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    if crops.shape[0] == 1 and crops.device.type == "cpu":
-        # oneDNN runs a batch of one with other convolution kernels: the logits of one view alone
-        # differed in the last bits from the same view beside others (Lite0, ResNet-50; batches
-        # of 2 and more agreed bit for bit), which would make an image depend on its batch. A
-        # lone view runs as a pair with itself; the copy's zero gradient adds exactly nothing.
-        logits, features = member.logits_and_features(torch.cat([crops, crops]), fast=fast)
-        if bn_stats is not None:
-            bn_stats.end_forward(keep=1)
-        return logits[:1], features[:1]
-    result = member.logits_and_features(crops, fast=fast)
+    # oneDNN runs a batch of one with other convolution kernels: the logits of one view alone
+    # differed in the last bits from the same view beside others (Lite0, ResNet-50; batches of 2
+    # and more agreed bit for bit), which would make an image depend on its batch. A lone view
+    # runs as a pair with itself; the copy's zero gradient adds exactly nothing.
+    pair = crops.shape[0] == 1 and crops.device.type == "cpu"
+    logits, features = member.logits_and_features(torch.cat([crops, crops]) if pair else crops, fast=fast)
     if bn_stats is not None:
-        bn_stats.end_forward()
-    return result
+        bn_stats.end_forward(keep=1 if pair else None)
+    return (logits[:1], features[:1]) if pair else (logits, features)

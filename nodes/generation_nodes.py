@@ -188,8 +188,8 @@ class CaGOptimize:
                 "crop_max": ("FLOAT", {
                     "default": DEFAULT_CROP_SCALE[1], "min": DEFAULT_CROP_SCALE[0], "max": 1.0, "step": 0.05,
                     "tooltip": "Largest random crop, as a fraction of the image area (the smallest is 0.25). Smaller "
-                    "crops draw the object larger in the middle (recipe lucid_tight: 0.6 with crop_center_std 0.25, bn_weight and tv_weight 0; "
-                    "people named it more often, other networks agreed less).",
+                    "crops draw the object larger in the middle (recipe lucid_tight: 0.6 with crop_center_std 0.25, "
+                    "bn_weight and tv_weight 0; people named it more often, other networks agreed less).",
                 }),
             },
             "hidden": {"unique_id": "UNIQUE_ID"},
