@@ -52,10 +52,26 @@ def test_unknown_architecture_suggests_names():
 
 
 def test_offline_pretrained_download_says_what_to_do(monkeypatch):
-    """With the hub unreachable, the error says which file to put where."""
+    """With the hub unreachable, the error says which file to put where. Nothing is downloaded:
+    the hub client is switched offline even if it was imported before HF_HUB_OFFLINE was set, and
+    any socket connection fails the test."""
+    import socket
+
+    import huggingface_hub.constants
+
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
+
+    connections = []
+
+    def no_network(self, address, *args):
+        connections.append(address)  # timm_classifier turns any error into its sentence: count instead
+        raise OSError("no network in this test")
+
+    monkeypatch.setattr(socket.socket, "connect", no_network)
     with pytest.raises(CaGError, match="models/classifiers"):
         timm_classifier("resnet18", pretrained=True)
+    assert connections == []
 
 
 def test_classifier_stays_frozen_in_eval():
