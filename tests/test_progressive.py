@@ -135,8 +135,10 @@ def test_cli_lucid_tight_from_flags():
     from cag_core.cli import build_parser, config_from_args
     from cag_core.recipes import get_recipe
 
-    off = ["--bn", "0", "--tv", "0"]
+    off = ["--bn", "0", "--tv", "0", "--steps", "100", "100", "100"]
     args = build_parser().parse_args(["generate", "--class", "1", "--crop-center-std", "0.25", "--crop-max", "0.6", *off])
     assert config_from_args(args) == get_recipe("lucid_tight")
     assert config_from_args(build_parser().parse_args(["generate", "--class", "1", *off])) == get_recipe("lucid_centered")
-    assert config_from_args(build_parser().parse_args(["generate", "--class", "1"])) == get_recipe("lucid_centered_bn")
+    args = build_parser().parse_args(["generate", "--class", "1", "--steps", "100", "100", "100"])
+    assert config_from_args(args) == get_recipe("lucid_centered_bn")
+    assert config_from_args(build_parser().parse_args(["generate", "--class", "1"])) == get_recipe("lucid_centered_bn50")

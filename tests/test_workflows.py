@@ -79,6 +79,17 @@ def test_committed_workflows_match_the_builder(classes):
         assert (WORKFLOW_DIR / rel).read_text() == text, f"{rel} is stale: run python workflows/build_workflows.py"
 
 
+def test_stage_chains_use_the_command_line_steps():
+    """The class and text workflows' three CaG Optimize stages run the command line's default steps."""
+    from cag_core.progressive import ProgressiveConfig
+
+    assert builder.DEFAULT_STEPS == ProgressiveConfig().steps
+    for name in ("cag_quick_start", "cag_class_without_mae", "cag_text_to_image"):
+        prompt = json.loads((WORKFLOW_DIR / "api" / f"{name}.json").read_text())
+        steps = [n["inputs"]["steps"] for n in prompt.values() if n["class_type"] == "CaGOptimize"]
+        assert tuple(steps) == ProgressiveConfig().steps, name
+
+
 @pytest.mark.parametrize("path", UI_FILES, ids=lambda p: p.name)
 def test_ui_workflow_is_valid(path: Path, classes):
     """UI format 0.4: known node types, links whose types match both ends, valid widget values."""

@@ -94,8 +94,13 @@ class Graph:
     nodes: list[Node]
 
 
-def _stage_chain(first_id: int, classifier: int, target: int | None, mae: int | None, steps: int,
-                 prefix: str, batch: int = 1, seed: int = 0, target_class: str = "207: golden retriever") -> list[Node]:
+# Steps per stage, 64 -> 128 -> 256: the command line's default, cag_core's ProgressiveConfig().steps
+# (tests/test_workflows.py checks that they agree).
+DEFAULT_STEPS = (50, 100, 100)
+
+
+def _stage_chain(first_id: int, classifier: int, target: int | None, mae: int | None, prefix: str,
+                 steps: tuple[int, ...] = DEFAULT_STEPS, batch: int = 1, seed: int = 0, target_class: str = "207: golden retriever") -> list[Node]:
     """Noise 64 -> optimize -> x2 -> optimize -> x2 -> optimize -> SaveImage (ids from first_id).
 
     target: the class picker feeding every stage's target_text; each stage's own target_class is
@@ -110,7 +115,7 @@ def _stage_chain(first_id: int, classifier: int, target: int | None, mae: int | 
     nodes = [Node(i, "CaGInitNoise", {"width": 64, "height": 64, "batch_size": batch, "noise": "gray", "seed": seed},
                   title="Start noise 64x64")]
     image = i
-    for stage, side in enumerate((64, 128, 256)):
+    for stage, (side, stage_steps) in enumerate(zip((64, 128, 256), steps, strict=True)):
         if stage:
             nodes.append(Node(image + 1, "CaGUpsample", {"scale_by": 2.0, "method": "bicubic"}, {"image": (image, 0)},
                               title=f"Upsample to {side}"))
@@ -119,7 +124,7 @@ def _stage_chain(first_id: int, classifier: int, target: int | None, mae: int | 
             image + 1, "CaGOptimize",
             # One seed for the noise and every stage, as `python -m cag_core generate --seed` uses it: the
             # stages still draw different views (each stage's streams are keyed by its image size).
-            {"target_class": target_class, "steps": steps, "lr": 0.05, "crops": 2, "parameterization": "fourier",
+            {"target_class": target_class, "steps": stage_steps, "lr": 0.05, "crops": 2, "parameterization": "fourier",
              "seed": seed},
             {"image": (image, 0), **optimize_links}, title=f"Optimize {side}x{side}",
         ))
@@ -138,7 +143,7 @@ GRAPHS = {
         [
             Node(1, "CaGLoadClassifier", {"source": "efficientnet-lite0"}, title="Classifier"),
             Node(2, "CaGClassPicker", {"class_name": "207: golden retriever"}, title="Class"),
-            *_stage_chain(3, classifier=1, target=2, mae=None, steps=100, prefix="cag_quick_start"),
+            *_stage_chain(3, classifier=1, target=2, mae=None, prefix="cag_quick_start"),
         ],
     ),
     "cag_class_with_mae": Graph(
@@ -148,7 +153,7 @@ GRAPHS = {
             Node(1, "CaGLoadClassifier", {"source": "efficientnet-lite0"}, title="Classifier"),
             Node(2, "CaGLoadMAE", {"mae_file": "mae_visualize_vit_large.pth", "size": "auto"}, title="MAE"),
             Node(3, "CaGClassPicker", {"class_name": "1: goldfish"}, title="Class"),
-            *_stage_chain(4, classifier=1, target=3, mae=2, steps=100, prefix="cag_with_mae", batch=4,
+            *_stage_chain(4, classifier=1, target=3, mae=2, prefix="cag_with_mae", batch=4,
                           target_class="1: goldfish"),
         ],
     ),
@@ -157,7 +162,7 @@ GRAPHS = {
         [
             Node(1, "CaGLoadClassifier", {"source": "efficientnet-lite0"}, title="Classifier"),
             Node(3, "CaGClassPicker", {"class_name": "1: goldfish"}, title="Class"),
-            *_stage_chain(4, classifier=1, target=3, mae=None, steps=100, prefix="cag_without_mae", batch=4,
+            *_stage_chain(4, classifier=1, target=3, mae=None, prefix="cag_without_mae", batch=4,
                           target_class="1: goldfish"),
         ],
     ),
@@ -225,7 +230,7 @@ GRAPHS = {
                 "clip_model": "ViT-B-32 / laion2b_s34b_b79k", "checkpoint": "none",
                 "prompts": "a photo of a red fox in the snow", "negatives": "blurry | text",
             }, title="Text classifier"),
-            *_stage_chain(2, classifier=1, target=None, mae=None, steps=100, prefix="cag_text_to_image"),
+            *_stage_chain(2, classifier=1, target=None, mae=None, prefix="cag_text_to_image"),
         ],
     ),
 }
