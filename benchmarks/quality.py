@@ -154,6 +154,11 @@ VARIANTS["default"] = Variant(
     "50, 100, 100 steps, classifier at 224, 64 -> 128 -> 256",
     ProgressiveConfig(),
 )
+VARIANTS["lucid_centered_bn"] = Variant(
+    "the default on 2026-12-02 (recipe lucid_centered_bn): fourier, 2 crops centred N(0, 0.4), BN-statistics "
+    "0.001 and TV 0.05 per image, 100 steps per stage, classifier at 224, 64 -> 128 -> 256",
+    get_recipe("lucid_centered_bn"),
+)
 VARIANTS["lucid_centered"] = Variant(
     "the default of 2026-12-01 (recipe lucid_centered): centred crops, no priors",
     get_recipe("lucid_centered"),
