@@ -146,14 +146,15 @@ VARIANTS: dict[str, Variant] = {
     "tv": _tuned("fourier, TV 0.05", stage=dict(tv_weight=0.05)),
     "bn": _tuned("fourier, BN statistics 0.001", stage=dict(bn_weight=0.001)),
 }
-# The pack's default, ProgressiveConfig() (recipe lucid_centered_bn50 since 2026-12-02); the defaults
+# The pack's default, ProgressiveConfig() (recipe lucid_centered_bn since 2026-12-02); the defaults
 # before it (recipe lucid_centered, 2026-12-01; recipe lucid: crops anywhere, on which the rows below
 # were measured); the ensemble (on the ladder's `fourier` row).
 VARIANTS["default"] = Variant(
     "recommended default: fourier, 2 crops centred N(0, 0.4), BN-statistics 0.001 and TV 0.05 per image, "
-    "50, 100, 100 steps, classifier at 224, 64 -> 128 -> 256",
+    "100 steps, classifier at 224, 64 -> 128 -> 256",
     ProgressiveConfig(),
 )
+# The records of the default measured on 2026-12-02 are stored under this name (the same config).
 VARIANTS["lucid_centered_bn"] = Variant(
     "the default on 2026-12-02 (recipe lucid_centered_bn): fourier, 2 crops centred N(0, 0.4), BN-statistics "
     "0.001 and TV 0.05 per image, 100 steps per stage, classifier at 224, 64 -> 128 -> 256",

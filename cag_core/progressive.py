@@ -83,8 +83,7 @@ def upsample(images01: torch.Tensor, height: int, width: int, method: str = "bic
 @dataclass(frozen=True)
 class ProgressiveConfig:
     sizes: tuple[int, ...] = (64, 128, 256)  # square side of each stage
-    # steps per stage (one value is repeated); the 64 px stage's loss has saturated by step ~50
-    steps: tuple[int, ...] = (50, 100, 100)
+    steps: tuple[int, ...] = (100, 100, 100)  # steps per stage (one value is repeated)
     noise: str = "gray"
     upsample_method: str = "bicubic"
     stage: OptimizeConfig = OptimizeConfig()  # everything but `steps`

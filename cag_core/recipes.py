@@ -53,7 +53,7 @@ RECIPES["lucid_centered"] = dataclasses.replace(
 
 # lucid_centered with the natural-statistics priors: each image's BatchNorm statistics matched to the
 # classifier's training statistics (DeepInversion, measured per image) at weight 0.001, and total
-# variation 0.05. The default on 2026-12-02. On 8 tuning classes (seed 0) a scene with photographic
+# variation 0.05. The default since 2026-12-02 (equal to ProgressiveConfig()). On 8 tuning classes (seed 0) a scene with photographic
 # light and surfaces instead of class texture over a gray veil (a tabby asleep on a floor, flamingos
 # standing on a lawn, a hot-air balloon against the sky); the judges agreed as often (Lite2 top-1 8/8
 # both, target p .62 vs .52) at 1.58x the CPU time per step (one stage, idle machine).
@@ -62,11 +62,11 @@ RECIPES["lucid_centered_bn"] = dataclasses.replace(
     stage=dataclasses.replace(RECIPES["lucid_centered"].stage, bn_weight=0.001, tv_weight=0.05),
 )
 
-# lucid_centered_bn with 50 steps instead of 100 at 64 px: the default since 2026-12-02 (equal to
-# ProgressiveConfig()). The cross-entropy has saturated by step ~50 of the 64 px stage, and the
-# classifier sees every stage at 224 px, so those 50 steps cost as much as 50 at 256 px. On the 8
-# tuning classes (seed 0, one run) the judges agreed as often (Lite2 top-1 8/8 vs 7/8 for
-# lucid_centered_bn) and the images look the same; 0.86x its CPU time.
+# lucid_centered_bn with 50 steps instead of 100 at 64 px, opt-in: 0.83x its CPU time (the loss has
+# saturated by step ~50 of the 64 px stage, and the classifier sees every stage at 224 px). The judges
+# agree about as often (16 held-out classes: Lite2 top-1 14/16 vs 15/16, top-5 16/16 both), but four
+# blind viewers named fewer of its images (19 of 64 against 30 for lucid_centered_bn, one panel), so
+# it is not the default.
 RECIPES["lucid_centered_bn50"] = dataclasses.replace(RECIPES["lucid_centered_bn"], steps=(50, 100, 100))
 
 # Centred and smaller crops (area 25-60 % instead of 25-100 %, centres ~ N(0, 0.25)): every view

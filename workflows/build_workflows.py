@@ -96,7 +96,7 @@ class Graph:
 
 # Steps per stage, 64 -> 128 -> 256: the command line's default, cag_core's ProgressiveConfig().steps
 # (tests/test_workflows.py checks that they agree).
-DEFAULT_STEPS = (50, 100, 100)
+DEFAULT_STEPS = (100, 100, 100)
 
 
 def _stage_chain(first_id: int, classifier: int, target: int | None, mae: int | None, prefix: str,
