@@ -154,11 +154,11 @@ VARIANTS["default"] = Variant(
     "100 steps, classifier at 224, 64 -> 128 -> 256",
     ProgressiveConfig(),
 )
-# The records of the default measured on 2026-12-02 are stored under this name (the same config).
-VARIANTS["lucid_centered_bn"] = Variant(
-    "the default on 2026-12-02 (recipe lucid_centered_bn): fourier, 2 crops centred N(0, 0.4), BN-statistics "
-    "0.001 and TV 0.05 per image, 100 steps per stage, classifier at 224, 64 -> 128 -> 256",
-    get_recipe("lucid_centered_bn"),
+# The default's records of 2026-12-02 are stored under its recipe's name: the same variant, renamed.
+VARIANTS["lucid_centered_bn"] = replace(
+    VARIANTS["default"],
+    description="the default on 2026-12-02 (recipe lucid_centered_bn): fourier, 2 crops centred N(0, 0.4), "
+    "BN-statistics 0.001 and TV 0.05 per image, 100 steps per stage, classifier at 224, 64 -> 128 -> 256",
 )
 VARIANTS["lucid_centered"] = Variant(
     "the default of 2026-12-01 (recipe lucid_centered): centred crops, no priors",

@@ -53,10 +53,11 @@ RECIPES["lucid_centered"] = dataclasses.replace(
 
 # lucid_centered with the natural-statistics priors: each image's BatchNorm statistics matched to the
 # classifier's training statistics (DeepInversion, measured per image) at weight 0.001, and total
-# variation 0.05. The default since 2026-12-02 (equal to ProgressiveConfig()). On 8 tuning classes (seed 0) a scene with photographic
-# light and surfaces instead of class texture over a gray veil (a tabby asleep on a floor, flamingos
-# standing on a lawn, a hot-air balloon against the sky); the judges agreed as often (Lite2 top-1 8/8
-# both, target p .62 vs .52) at 1.58x the CPU time per step (one stage, idle machine).
+# variation 0.05. The default since 2026-12-02 (equal to ProgressiveConfig()). On 8 tuning classes
+# (seed 0) a scene with photographic light and surfaces instead of class texture over a gray veil
+# (a tabby asleep on a floor, flamingos standing on a lawn, a hot-air balloon against the sky); the
+# judges agreed as often (Lite2 top-1 8/8 both, target p .62 vs .52) at 1.58x the CPU time per step
+# (one stage, idle machine).
 RECIPES["lucid_centered_bn"] = dataclasses.replace(
     RECIPES["lucid_centered"],
     stage=dataclasses.replace(RECIPES["lucid_centered"].stage, bn_weight=0.001, tv_weight=0.05),

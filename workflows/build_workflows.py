@@ -100,7 +100,8 @@ DEFAULT_STEPS = (100, 100, 100)
 
 
 def _stage_chain(first_id: int, classifier: int, target: int | None, mae: int | None, prefix: str,
-                 steps: tuple[int, ...] = DEFAULT_STEPS, batch: int = 1, seed: int = 0, target_class: str = "207: golden retriever") -> list[Node]:
+                 steps: tuple[int, ...] = DEFAULT_STEPS, batch: int = 1, seed: int = 0,
+                 target_class: str = "207: golden retriever") -> list[Node]:
     """Noise 64 -> optimize -> x2 -> optimize -> x2 -> optimize -> SaveImage (ids from first_id).
 
     target: the class picker feeding every stage's target_text; each stage's own target_class is
