@@ -209,7 +209,7 @@ def test_a_failing_variant_is_reported_and_the_rest_still_run(tiny_workloads, tm
     monkeypatch.setattr(speed.engine, "_COMPILED_FORWARD", None)  # compiled by an earlier test, maybe
     out = tmp_path / "speed.json"
     code = speed.main(["--workloads", "u", "--batches", "1", "--sizes", "16", "--variants", "fp32,fp32+compile",
-                       "--repeats", "1", "--no-adam", "--json", str(out)])
+                       "--repeats", "1", "--no-adam", "--leak-runs", "0", "--json", str(out)])
     rows = {r["variant"]: r for r in json.loads(out.read_text())["rows"]}
     assert code == 1 and "no compiler here" in rows["fp32+compile"]["error"]
     assert rows["fp32"]["check_ok"] and rows["fp32"]["ms_per_step"] > 0
@@ -221,7 +221,8 @@ def test_graph_variant_is_checked_against_its_uncaptured_run(tiny_workloads, tmp
     a steady-state time; if the capture did not happen, the row fails its check."""
     out = tmp_path / "speed.json"
     args = ["--workloads", "t", "--batches", "2", "--sizes", "16", "--variants", "fp32+graph,bf16+graph",
-            "--repeats", "1", "--steps", "5", "--reference-steps", "1", "--no-adam", "--json", str(out)]
+            "--repeats", "1", "--steps", "5", "--reference-steps", "1", "--no-adam", "--leak-runs", "0",
+            "--json", str(out)]  # the leak check (a CPU runs no captured one) has its own tests
     assert speed.main(args) == 0
     for row in json.loads(out.read_text())["rows"]:
         assert row["graph_captured"] and row["graph_ok"] and row["graph_loss_rel"] == 0.0, row
