@@ -4,7 +4,8 @@ Every candidate is a `benchmarks.quality` variant (Lite0 generates; Lite1 and Li
 part, judge the whole 256 px frame), run on the recipe search's own tuning classes. Besides the
 numbers (merged into --out, with a Markdown table beside it), each candidate gets an unlabeled
 contact sheet, one row per 8 classes and seed, in --sheets; a labeled copy (for the person tuning,
-who is not blind to the labels anyway) goes to --labeled when given.
+who is not blind to the labels anyway) goes to --labeled when given, with every image as a PNG in
+`<split>_s<seed>/<candidate>/<class>.png`, the layout `benchmarks.panel prepare --images` reads.
 
     python -m benchmarks.recipe_search --classes tuning --seeds 0,1 --variants confirm   # the confirmation
     python -m benchmarks.recipe_search --cpu-probe 5 --variants confirm                  # CPU seconds only
@@ -80,6 +81,34 @@ CANDIDATES: dict[str, Variant] = {
     "phase_focus_slope16": _variant("phase_focus, spectrum slope 1.6 (ImageNet's, per MACO's file)",
                                     "phase_focus", decay_power=1.6),
     "lucid_centered_focus": _variant("lucid_centered + focus 0.02", "lucid_centered", focus=0.02),
+    # ---- screening of 2026-12-02, night (8 tuning classes of the priors' screening, seed 0) ----
+    "lucid_centered_bn": quality.VARIANTS["lucid_centered_bn"],  # the default, as quality.py measures it
+    "bn_rotate10": _variant("lucid_centered_bn, views turned by up to 10 degrees", "lucid_centered_bn",
+                            augment=_aug("lucid_centered_bn", rotate=10.0)),
+    "bn_rotate20": _variant("lucid_centered_bn, views turned by up to 20 degrees", "lucid_centered_bn",
+                            augment=_aug("lucid_centered_bn", rotate=20.0)),
+    "bn_blur2": _variant("lucid_centered_bn, views blurred by a Gaussian of sigma U(0, 2) px", "lucid_centered_bn",
+                         augment=_aug("lucid_centered_bn", blur=2.0)),
+    "bn_blur4": _variant("lucid_centered_bn, views blurred by a Gaussian of sigma U(0, 4) px", "lucid_centered_bn",
+                         augment=_aug("lucid_centered_bn", blur=4.0)),
+    "bn_blur3": _variant("lucid_centered_bn, views blurred by a Gaussian of sigma U(0, 3) px", "lucid_centered_bn",
+                         augment=_aug("lucid_centered_bn", blur=3.0)),
+    "bn_blur4_tv20": _variant("bn_blur4 with total variation 0.2 (instead of 0.05)", "lucid_centered_bn",
+                              augment=_aug("lucid_centered_bn", blur=4.0), tv_weight=0.2),
+    "bn_blur4_from32": _variant("bn_blur4 from a 32 px stage: 32/64/128/256 px, 50/50/100/100 steps",
+                                "lucid_centered_bn", dict(sizes=(32, 64, 128, 256), steps=(50, 50, 100, 100)),
+                                augment=_aug("lucid_centered_bn", blur=4.0)),
+    "bn_chroma05": _variant("lucid_centered_bn, colour channels' fine frequencies damped (f * side)^-0.5",
+                            "lucid_centered_bn", chroma_decay=0.5),
+    "bn_chroma1": _variant("lucid_centered_bn, colour channels' fine frequencies damped (f * side)^-1",
+                           "lucid_centered_bn", chroma_decay=1.0),
+    "bn_blur4_chroma05": _variant("bn_blur4 + chroma_decay 0.5", "lucid_centered_bn", chroma_decay=0.5,
+                                  augment=_aug("lucid_centered_bn", blur=4.0)),
+    "bn_blur4_from32_chroma05": _variant("bn_blur4_from32 + chroma_decay 0.5", "lucid_centered_bn",
+                                         dict(sizes=(32, 64, 128, 256), steps=(50, 50, 100, 100)),
+                                         chroma_decay=0.5, augment=_aug("lucid_centered_bn", blur=4.0)),
+    "bn_from32": _variant("lucid_centered_bn from a 32 px stage: 32/64/128/256 px, 50/50/100/100 steps",
+                          "lucid_centered_bn", dict(sizes=(32, 64, 128, 256), steps=(50, 50, 100, 100))),
 }
 
 GROUPS: dict[str, tuple[str, ...]] = {
@@ -142,6 +171,13 @@ def look(images: torch.Tensor) -> dict:
     }
 
 
+def save_png(image: torch.Tensor, path: Path) -> None:
+    """One [3, H, W] image in [0, 1] as an 8-bit PNG at its own size."""
+    from PIL import Image
+
+    Image.fromarray((image.clamp(0, 1).permute(1, 2, 0) * 255).round().byte().numpy()).save(path)
+
+
 def contact_sheet(rows: list[list[torch.Tensor]], path: Path, side: int = 192, labels: list[list[str]] | None = None):
     """Rows of images as one PNG, `side` px each; labels (optional) written on a strip above each."""
     from PIL import Image, ImageDraw
@@ -172,7 +208,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=RESULTS / "results.json")
     parser.add_argument("--sheets", type=Path, default=RESULTS, help="folder for the unlabeled contact sheets")
     parser.add_argument("--sheet-side", type=int, default=192)
-    parser.add_argument("--labeled", type=Path, default=None, help="also write labeled sheets and 256 px PNGs here")
+    parser.add_argument("--labeled", type=Path, default=None, help="also write labeled sheets here, and each image as "
+                        "<split>_s<seed>/<candidate>/<class>.png (for benchmarks.panel prepare)")
     parser.add_argument("--batch", type=int, default=8)
     parser.add_argument("--cpu-probe", type=int, default=0, metavar="STEPS")
     parser.add_argument("--list", action="store_true")
@@ -219,6 +256,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         contact_sheet(rows, args.sheets / f"{split}_{name}.png", args.sheet_side)
         if args.labeled:
             contact_sheet(rows, args.labeled / f"{split}_{name}.png", 256, labels)
+            for seed in seeds:
+                folder = args.labeled / f"{split}_s{seed}" / name
+                folder.mkdir(parents=True, exist_ok=True)
+                for c, img in images[name][seed].items():
+                    save_png(img, folder / f"{c}.png")
     print(f"results: {args.out}; sheets: {args.sheets}")
     return 0
 

@@ -25,6 +25,7 @@ from .transfer import to_device
 # and a blind viewer named more of its images (benchmarks/results/recipe_search/README.md).
 DEFAULT_CENTER_STD = 0.4
 DEFAULT_CROP_SCALE = (0.25, 1.0)  # crop area, a fraction of the image; the node's crop_max ranges over it
+MAX_BLUR = 8.0  # view blur sigma, in pixels of the classifier's input (the kernel spans 3 sigma each side)
 
 
 def center_std_or_uniform(value: float | None) -> float | None:
@@ -43,6 +44,13 @@ class AugmentConfig:
     # the image centre with this standard deviation, in units of how far the crop can move (0.5:
     # most crops near the middle, few at the border), clipped to where the crop fits.
     center_std: float | None = DEFAULT_CENTER_STD
+    # Each view turned by a uniform angle in [-rotate, rotate] degrees about its centre (Lucid's
+    # transformation robustness); 0 = upright, and then no angle is drawn (the stream is unchanged).
+    rotate: float = 0.0
+    # Each view blurred by a Gaussian whose sigma is uniform in [0, blur] pixels of the classifier's
+    # input: evidence the classifier still finds through the blur lies in coarser shapes than the
+    # pixel-scale texture a non-robust network also responds to. 0 = sharp views, nothing drawn.
+    blur: float = 0.0
 
     def __post_init__(self):
         if self.crops < 1:
@@ -54,6 +62,10 @@ class AugmentConfig:
             raise CaGError(f"jitter must be in [0, 1), got {self.jitter}.")
         if self.center_std is not None and not (0 <= self.center_std and math.isfinite(self.center_std)):
             raise CaGError(f"center_std must be a non-negative number or None (uniform), got {self.center_std}.")
+        if not (math.isfinite(self.rotate) and 0 <= self.rotate <= 180):
+            raise CaGError(f"rotate must be between 0 and 180 degrees, got {self.rotate}.")
+        if not (math.isfinite(self.blur) and 0 <= self.blur <= MAX_BLUR):
+            raise CaGError(f"blur must be between 0 and {MAX_BLUR} pixels, got {self.blur}.")
 
 
 # No augmentation: the whole image, unshifted (the paper's plain baseline).
@@ -86,7 +98,37 @@ def view_thetas(cfg: AugmentConfig, streams: ImageStreams) -> torch.Tensor:
     theta[:, 0, 2] = tx
     theta[:, 1, 1] = sy
     theta[:, 1, 2] = ty
+    if cfg.rotate:  # drawn last: the upright recipes' streams are unchanged
+        angle = torch.deg2rad(cfg.rotate * (2 * streams.rand(cfg.crops).reshape(n) - 1))
+        cos, sin = torch.cos(angle), torch.sin(angle)
+        # The crop's own axes turned about its centre: [[cos, -sin], [sin, cos]] @ diag(sx * flip, sy).
+        # Normalized coordinates are a true rotation on the square images the stages use.
+        theta[:, 0, 0], theta[:, 0, 1] = cos * sx * flip, -sin * sy
+        theta[:, 1, 0], theta[:, 1, 1] = sin * sx * flip, cos * sy
     return theta
+
+
+def view_blurs(cfg: AugmentConfig, streams: ImageStreams) -> torch.Tensor | None:
+    """[B * crops] blur sigmas in pixels (None when cfg.blur is 0), drawn after `view_thetas`'s
+    numbers from the same streams."""
+    if not cfg.blur:
+        return None
+    return cfg.blur * streams.rand(cfg.crops).reshape(len(streams) * cfg.crops)
+
+
+def blur_views(views: torch.Tensor, sigmas: torch.Tensor, max_sigma: float) -> torch.Tensor:
+    """Each view [N, C, H, W] blurred by its own Gaussian (sigmas [N]): two depthwise passes with one
+    kernel per view. The kernel's width follows max_sigma, not the draw, so the shapes are static."""
+    radius = max(1, math.ceil(3 * max_sigma))
+    n, c, h, w = views.shape
+    x = torch.arange(-radius, radius + 1, device=views.device, dtype=views.dtype)
+    sigma = sigmas.to(views.device, views.dtype).clamp(min=1e-2)[:, None]  # sigma 0 -> the identity kernel
+    kernel = torch.exp(-0.5 * (x / sigma) ** 2)
+    kernel = (kernel / kernel.sum(dim=1, keepdim=True)).repeat_interleave(c, dim=0)  # [N * C, 2r + 1]
+    flat = views.reshape(1, n * c, h, w)
+    flat = F.conv2d(F.pad(flat, (radius, radius, 0, 0), mode="reflect"), kernel[:, None, None, :], groups=n * c)
+    flat = F.conv2d(F.pad(flat, (0, 0, radius, radius), mode="reflect"), kernel[:, None, :, None], groups=n * c)
+    return flat.reshape(n, c, h, w)
 
 
 def random_views(
@@ -94,14 +136,16 @@ def random_views(
 ) -> torch.Tensor:
     """[B * crops, C, *out_size]; the views of image i are rows i*crops .. (i+1)*crops-1."""
     thetas = None if cfg == NO_AUGMENT else view_thetas(cfg, streams)
-    return views_from_thetas(images, out_size, cfg, thetas)
+    return views_from_thetas(images, out_size, cfg, thetas, view_blurs(cfg, streams))
 
 
 def views_from_thetas(
-    images: torch.Tensor, out_size: tuple[int, int], cfg: AugmentConfig, thetas: torch.Tensor | None
+    images: torch.Tensor, out_size: tuple[int, int], cfg: AugmentConfig, thetas: torch.Tensor | None,
+    blurs: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """`random_views` with its random matrices given ([B * crops, 2, 3] from `view_thetas`, on
-    any device; None for NO_AUGMENT): a captured CUDA graph takes them as a static input."""
+    """`random_views` with its random numbers given (matrices [B * crops, 2, 3] from `view_thetas`,
+    on any device, None for NO_AUGMENT; blur sigmas [B * crops] from `view_blurs` or None): a captured
+    CUDA graph takes them as static inputs."""
     if cfg == NO_AUGMENT:  # the whole image, resized; nothing random
         if tuple(images.shape[-2:]) == tuple(out_size):
             return images
@@ -117,4 +161,6 @@ def views_from_thetas(
         source = images.float()
         source = source.repeat_interleave(cfg.crops, dim=0) if cfg.crops > 1 else source
         views = F.grid_sample(source, grid, mode="bilinear", padding_mode="reflection", align_corners=False)
+        if blurs is not None:
+            views = blur_views(views, blurs, cfg.blur)
     return views.to(images.dtype)

@@ -22,7 +22,7 @@ from typing import Callable, Optional, Protocol
 
 import torch
 
-from .augment import NO_AUGMENT, AugmentConfig, view_thetas, views_from_thetas
+from .augment import NO_AUGMENT, AugmentConfig, view_blurs, view_thetas, views_from_thetas
 from .classifier import Classifier, Ensemble, as_ensemble
 from .cpu_linear import cpu_linear_mode
 from .errors import CaGError, NonFiniteLossError
@@ -76,6 +76,7 @@ class OptimizeConfig:
     decay_power: float | None = None
     image_std: float | None = None  # fourier: fix each image's contrast to this (parameterization.fix_spread)
     focus: float | None = None  # fourier/phase: blur toward the border, sigma / side (parameterization.FocusBlur)
+    chroma_decay: float = 0.0  # fourier: colour channels' fine frequencies move slower (parameterization._chroma_damping)
     augment: AugmentConfig = field(default_factory=AugmentConfig)
     mask_ratio: float = 0.75  # MAE: fraction of patches masked, resampled every step
     paste_visible: bool = False  # MAE: keep the visible patches of the input in its output
@@ -107,6 +108,8 @@ class OptimizeConfig:
             raise CaGError(f"image_std must be a positive number or None (free contrast), got {self.image_std}.")
         if self.decay_power is not None and not (0 <= self.decay_power <= 3):
             raise CaGError(f"decay_power must be between 0 and 3 (Lucid: 1), got {self.decay_power}.")
+        if not (math.isfinite(self.chroma_decay) and 0 <= self.chroma_decay <= 3):
+            raise CaGError(f"chroma_decay must be between 0 and 3 (0 = off), got {self.chroma_decay}.")
         if self.focus is not None and not 0 < self.focus < 1:
             raise CaGError(f"focus (background blur, a fraction of the image side) must be in (0, 1) or None, got {self.focus}.")
         if self.enough_p is not None and not 0 < self.enough_p < 1:
@@ -296,7 +299,9 @@ def optimize(
         start = images01.detach().clone()
         if config.fill_masked and region is not None and region[1] is not None:
             start = fill_from_surroundings(start.float(), region[1])
-        image_fn = parameterize(start, config.parameterization, config.decay_power, config.image_std, config.focus)
+        image_fn = parameterize(
+            start, config.parameterization, config.decay_power, config.image_std, config.focus, config.chroma_decay
+        )
         optimizer = _make_optimizer(
             config.optimizer, image_fn.params, config.lr, device, capturable=captures(device, config.cuda_graph)
         )
@@ -307,11 +312,13 @@ def optimize(
         defer = defer_loss_read(device)
         pending: tuple[int, torch.Tensor | None, torch.Tensor] | None = None
 
-        def step_fn(noise: torch.Tensor | None, thetas: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
+        def step_fn(
+            noise: torch.Tensor | None, thetas: torch.Tensor | None, blurs: torch.Tensor | None
+        ) -> tuple[torch.Tensor, torch.Tensor]:
             optimizer.zero_grad(set_to_none=True)
             images, image_losses = forward(
-                image_fn, ensemble, target, mae, config, view_size, views, bn_stats, chunk, StepRandoms(noise, thetas),
-                region,
+                image_fn, ensemble, target, mae, config, view_size, views, bn_stats, chunk,
+                StepRandoms(noise, thetas, blurs), region,
             )
             image_losses.sum().backward()  # each image's gradient is that of its own loss
             optimizer.step()
@@ -342,7 +349,7 @@ def optimize(
             ):
                 for step in range(config.steps):
                     randoms = draw_step_randoms(mae, config, streams)
-                    images, loss = runner(randoms.noise, randoms.thetas)
+                    images, loss = runner(randoms.noise, randoms.thetas, randoms.blurs)
                     done = (step, runner.keep(images) if callback is not None else None, runner.keep(loss))
                     if defer:  # report the previous step, now that this one is queued
                         done, pending = pending, done
@@ -368,14 +375,16 @@ class StepRandoms:
 
     noise: torch.Tensor | None  # [B, L] MAE masking noise; None without an MAE or without masking
     thetas: torch.Tensor | None  # [B * crops, 2, 3] view matrices; None without augmentation
+    blurs: torch.Tensor | None = None  # [B * crops] view blur sigmas; None unless augment.blur
 
 
 def draw_step_randoms(mae: Reconstructor | None, config: OptimizeConfig, streams: ImageStreams) -> StepRandoms:
     noise = None
     if mae is not None and config.mask_ratio > 0:
         noise = torch.cat([mae.sample_noise(1, generator) for generator in streams.generators])
-    thetas = None if config.augment == NO_AUGMENT else view_thetas(config.augment, streams)
-    return StepRandoms(noise, thetas)
+    if config.augment == NO_AUGMENT:
+        return StepRandoms(noise, None)
+    return StepRandoms(noise, view_thetas(config.augment, streams), view_blurs(config.augment, streams))
 
 
 def step_forward(
@@ -455,7 +464,7 @@ def _step_loss(
     source = images
     if mae is not None:
         source = mae.reconstruct(images, config.mask_ratio, None, config.paste_visible, noise=randoms.noise)
-    crops = views_from_thetas(source, view_size, config.augment, randoms.thetas)
+    crops = views_from_thetas(source, view_size, config.augment, randoms.thetas, randoms.blurs)
     losses = images.new_zeros(batch, dtype=torch.float32)
     total_weight = sum(ensemble.weights)
     fast = _runs_fast(config, images.device)

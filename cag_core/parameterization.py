@@ -63,12 +63,24 @@ def _logit(images01: torch.Tensor) -> torch.Tensor:
     return torch.log(x) - torch.log1p(-x)
 
 
+def _chroma_damping(h: int, w: int, power: float, device: torch.device) -> torch.Tensor:
+    """[3, 1, 1] or [3, h, w//2+1]: 1 for the luminance-like first decorrelated channel; (f * side)^-power
+    (<= 1, 1 at the lowest frequency) for the two colour-difference channels. Photos carry far less
+    fine detail in colour than in brightness (why JPEG halves the chroma resolution); Adam's steps on
+    a colour channel's fine frequencies shrink by this factor, while its broad colour moves as fast."""
+    if not power:
+        return torch.ones(3, 1, 1, device=device)
+    side = max(h, w)
+    damping = (torch.sqrt(_squared_frequency(h, w, device)) * side).clamp(min=1.0) ** -power
+    return torch.stack([torch.ones_like(damping), damping, damping])
+
+
 class FourierImage:
     """Decorrelated-colour, 1/f-scaled Fourier parameterization of a batch of images."""
 
     def __init__(
         self, images01: torch.Tensor, decay_power: float = 1.0, image_std: float | None = None,
-        focus: float | None = None,
+        focus: float | None = None, chroma_decay: float = 0.0,
     ):
         b, c, h, w = images01.shape
         if c != 3:
@@ -77,7 +89,10 @@ class FourierImage:
         self.size = (h, w)
         self.image_std = image_std
         self.focus = FocusBlur(h, w, focus, device) if focus else None
-        self.scale = _frequency_scale(h, w, decay_power, device)  # fixed for the whole stage
+        # fixed for the whole stage; [h, w//2+1], or [3, h, w//2+1] with a colour-channel damping
+        self.scale = _frequency_scale(h, w, decay_power, device)
+        if chroma_decay:
+            self.scale = self.scale * _chroma_damping(h, w, chroma_decay, device)
         self.color = _COLOR.to(device)
         self.color_inv = torch.linalg.inv(self.color)
         # Invert image -> logits -> undo colour mixing -> FFT -> undo the frequency scale.
@@ -235,16 +250,20 @@ class PixelImage:
 
 def parameterize(
     images01: torch.Tensor, kind: str = "fourier", decay_power: float | None = None, image_std: float | None = None,
-    focus: float | None = None,
+    focus: float | None = None, chroma_decay: float = 0.0,
 ):
     """A parameterization of `images01`; call it for the current images, step `.params`.
 
     decay_power: the spectrum's fall-off, fourier's 1/f^p scale (None: 1.0) or phase's fixed
     magnitudes (None: NATURAL_SLOPE).
     image_std (fourier only): fix each image's contrast (`fix_spread`); None = free.
-    focus (fourier, phase): blur toward the border (`FocusBlur`), sigma as a fraction of the side."""
+    focus (fourier, phase): blur toward the border (`FocusBlur`), sigma as a fraction of the side.
+    chroma_decay (fourier only): the colour channels' fine frequencies move (f * side)^-chroma_decay as
+    fast as the brightness's (`_chroma_damping`); 0 = all channels alike (Lucid)."""
+    if chroma_decay and kind != "fourier":
+        raise CaGError(f"chroma_decay works with the fourier parameterization only, not '{kind}'.")
     if kind == "fourier":
-        return FourierImage(images01, 1.0 if decay_power is None else decay_power, image_std, focus)
+        return FourierImage(images01, 1.0 if decay_power is None else decay_power, image_std, focus, chroma_decay)
     if kind == "pixels":
         return PixelImage(images01)
     if kind == "phase":

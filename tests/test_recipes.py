@@ -5,7 +5,7 @@ from dataclasses import replace
 import pytest
 import torch
 
-from cag_core.augment import AugmentConfig, view_thetas
+from cag_core.augment import AugmentConfig, blur_views, random_views, view_blurs, view_thetas
 from cag_core.streams import ImageStreams
 from cag_core.errors import CaGError
 from cag_core.optimize import OptimizeConfig, optimize
@@ -140,6 +140,126 @@ def test_center_std_spreads_less_than_uniform():
 def test_bad_center_std_is_refused():
     with pytest.raises(CaGError, match="center_std"):
         AugmentConfig(center_std=-0.1)
+
+
+# ---- colour smoothness (chroma_decay) -------------------------------------------------------
+
+
+def test_chroma_decay_slows_only_the_fine_colour_frequencies():
+    """One Adam step on the same gradient: with chroma_decay the brightness channel moves exactly as
+    without, the colour channels' coarsest frequency too, and their finest ones far less."""
+    from cag_core.parameterization import _frequency_scale
+
+    start = torch.rand(1, 3, 32, 32, generator=torch.Generator().manual_seed(3)) * 0.6 + 0.2
+    target = torch.rand(1, 3, 32, 32, generator=torch.Generator().manual_seed(4))
+    moved = {}
+    for power in (0.0, 1.0):
+        fn = parameterize(start, "fourier", chroma_decay=power)
+        assert torch.allclose(fn(), start, atol=1e-5)  # starts from the image, whatever the damping
+        opt = torch.optim.Adam(fn.params, lr=0.05)
+        (fn() - target).square().sum().backward()
+        opt.step()
+        with torch.no_grad():
+            change = _decorrelated(fn()) - _decorrelated(start)
+        moved[power] = torch.fft.rfft2(change, norm="ortho").abs()  # [1, 3, 32, 17]
+    plain, damped = moved[0.0], moved[1.0]
+    assert torch.allclose(damped[:, 0], plain[:, 0], rtol=0.05, atol=1e-5)  # brightness as before
+    assert torch.allclose(damped[:, 1:, 0, 1], plain[:, 1:, 0, 1], rtol=0.05)  # coarsest colour frequency
+    fine = (slice(None), slice(1, 3), 16, 16)  # f = 0.5 * sqrt(2) cycles/pixel: damped ~ 1 / 22.6
+    assert (damped[fine] < plain[fine] / 5).all()
+    assert fn.scale.shape == (3, 32, 17) and parameterize(start, "fourier").scale.shape == (32, 17)
+    assert torch.equal(parameterize(start, "fourier").scale, _frequency_scale(32, 32, 1.0, start.device))
+
+
+def test_bad_chroma_decay_is_refused():
+    with pytest.raises(CaGError, match="chroma_decay must be between 0 and 3"):
+        OptimizeConfig(chroma_decay=-1.0)
+    with pytest.raises(CaGError, match="fourier parameterization only"):
+        parameterize(torch.rand(1, 3, 8, 8), "phase", chroma_decay=0.5)
+
+
+# ---- turned views ----------------------------------------------------------------------------
+
+
+def test_rotate_turns_the_crop_and_keeps_where_it_lands():
+    """rotate turns each crop about its own centre: positions, sizes and flips are those of the upright
+    views (same seed), the angles lie within +-rotate, and every angle differs from image to image."""
+    cfg = AugmentConfig(crops=2, rotate=20.0)
+    upright = view_thetas(replace(cfg, rotate=0.0), ImageStreams.for_batch(5, 32))
+    turned = view_thetas(cfg, ImageStreams.for_batch(5, 32))
+    assert torch.equal(turned[:, :, 2], upright[:, :, 2])
+    # each column of the linear part keeps its length (the crop's size on that axis) and the flip (det sign)
+    assert torch.allclose(turned[:, :, :2].norm(dim=1), upright[:, :, :2].norm(dim=1), atol=1e-6)
+    assert torch.allclose(torch.linalg.det(turned[:, :, :2]), torch.linalg.det(upright[:, :, :2]), atol=1e-6)
+    flip = torch.sign(upright[:, 0, 0])
+    angle = torch.rad2deg(torch.atan2(turned[:, 1, 0] * flip, turned[:, 0, 0] * flip))
+    assert angle.abs().max() <= 20.0 + 1e-4 and angle.abs().max() > 10.0 and len(set(angle.tolist())) == 64
+
+
+def test_a_turned_view_of_a_ramp_slopes_along_both_of_its_axes():
+    """The view samples the image through the turned matrix: an image that brightens left to right, seen
+    through a whole-frame crop turned by a, brightens along the view's x by cos a and its y by sin a."""
+    ramp = torch.linspace(0, 1, 64).expand(1, 1, 64, 64).contiguous()
+    cfg = AugmentConfig(crops=1, crop_scale=(0.5, 0.5), crop_ratio=(1, 1), jitter=0.0, flip=False,
+                        center_std=0.0, rotate=40.0)
+    streams = ImageStreams.for_batch(1, 1)
+    theta = view_thetas(cfg, ImageStreams.for_batch(1, 1))[0]
+    view = random_views(ramp, (32, 32), cfg, streams)[0, 0]
+    a = torch.atan2(theta[1, 0], theta[0, 0])
+    assert a.abs() > 0.05  # the draw turned it visibly
+    d_x = (view[:, 1:] - view[:, :-1]).mean() / (1 / 63 * 64 / 32 * 0.5 ** 0.5)
+    d_y = (view[1:, :] - view[:-1, :]).mean() / (1 / 63 * 64 / 32 * 0.5 ** 0.5)
+    assert torch.allclose(torch.stack([d_x, d_y]), torch.stack([a.cos(), -a.sin()]), atol=0.02)
+
+
+# ---- blurred views ---------------------------------------------------------------------------
+
+
+def test_blur_zero_draws_nothing_and_keeps_the_views():
+    """Sharp views (the default) draw no sigma, so every recipe without blur keeps its stream."""
+    assert view_blurs(AugmentConfig(), ImageStreams.for_batch(0, 3)) is None
+    image = torch.rand(2, 3, 32, 32, generator=torch.Generator().manual_seed(1))
+    sharp = random_views(image, (24, 24), AugmentConfig(), ImageStreams.for_batch(4, 2))
+    again = random_views(image, (24, 24), AugmentConfig(blur=0.0), ImageStreams.for_batch(4, 2))
+    assert torch.equal(sharp, again)
+
+
+def test_each_view_gets_its_own_blur():
+    """A view's blur depends on its own sigma only: blurring a batch of views equals blurring each
+    alone; sigma 0 leaves a view as it was; a larger sigma smooths more; a flat view stays flat."""
+    views = torch.rand(3, 3, 40, 40, generator=torch.Generator().manual_seed(2))
+    sigmas = torch.tensor([0.0, 1.0, 3.0])
+    together = blur_views(views, sigmas, 3.0)
+    for i in range(3):
+        assert torch.allclose(together[i : i + 1], blur_views(views[i : i + 1], sigmas[i : i + 1], 3.0), atol=1e-6)
+    assert torch.allclose(together[0], views[0], atol=1e-6)
+    roughness = [(v[:, :, 1:] - v[:, :, :-1]).abs().mean() for v in together]
+    assert roughness[0] > 2 * roughness[1] > 0 and roughness[1] > 2 * roughness[2]
+    flat = torch.full((1, 3, 16, 16), 0.3)
+    assert torch.allclose(blur_views(flat, torch.tensor([2.0]), 2.0), flat, atol=1e-6)
+
+
+def test_blur_sigmas_lie_in_range_and_follow_the_views_numbers():
+    cfg = AugmentConfig(crops=2, blur=2.5)
+    streams = ImageStreams.for_batch(7, 50)
+    view_thetas(cfg, streams)
+    sigmas = view_blurs(cfg, streams)
+    assert sigmas.shape == (100,) and 0 <= sigmas.min() and sigmas.max() <= 2.5 and sigmas.std() > 0.5
+    # the matrices come first from each stream, so they are those of the sharp recipe
+    assert torch.equal(view_thetas(cfg, ImageStreams.for_batch(7, 50)),
+                       view_thetas(replace(cfg, blur=0.0), ImageStreams.for_batch(7, 50)))
+
+
+@pytest.mark.parametrize("blur", [-0.5, 8.5, float("inf")])
+def test_bad_blur_is_refused(blur):
+    with pytest.raises(CaGError, match="blur must be between 0 and 8"):
+        AugmentConfig(blur=blur)
+
+
+@pytest.mark.parametrize("rotate", [-1.0, 181.0, float("nan")])
+def test_bad_rotate_is_refused(rotate):
+    with pytest.raises(CaGError, match="rotate must be between 0 and 180"):
+        AugmentConfig(rotate=rotate)
 
 
 # ---- contrast and focus priors ---------------------------------------------------------------

@@ -16,7 +16,7 @@ from torch.optim.optimizer import register_optimizer_step_post_hook, register_op
 from torch.utils._python_dispatch import TorchDispatchMode
 
 import cag_core.optimize as optimize_module
-from cag_core.augment import NO_AUGMENT
+from cag_core.augment import NO_AUGMENT, AugmentConfig
 from cag_core.mae import MAEConfig, mae_from_config
 from cag_core.optimize import OptimizeConfig, optimize
 from cag_core.step_graph import StepRunner
@@ -33,6 +33,9 @@ CASES = {
     "all-losses-no-augment": (False, replace(BASE, augment=NO_AUGMENT, bn_weight=0.1, diversity_weight=0.5,
                                               tv_weight=0.1)),
     "mae-no-masking-paste": (True, replace(BASE, mask_ratio=0.0, paste_visible=True)),
+    # the view blur's sigmas are a third per-step random input; turned views and the colour damping too
+    "turned-blurred-views-chroma": (False, replace(BASE, augment=AugmentConfig(crops=2, rotate=15.0, blur=1.5),
+                                                    chroma_decay=0.5)),
 }
 
 
