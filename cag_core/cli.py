@@ -122,6 +122,9 @@ def add_recipe_arguments(parser: argparse.ArgumentParser) -> argparse._ArgumentG
                         f"2026-12). Default {DEFAULTS.stage.augment.center_std}, or 0 with --init (the region to "
                         "change can be anywhere in a picture)")
     recipe.add_argument("--jitter", type=float, default=DEFAULTS.stage.augment.jitter)
+    recipe.add_argument("--view-blur", type=float, default=DEFAULTS.stage.augment.blur,
+                        help="blur each view by a Gaussian of sigma U(0, this) px of the classifier's input (0 = off; "
+                        "recipe lucid_coarse: 4 with --sizes 32 64 128 256 --steps 50 50 100 100)")
     recipe.add_argument("--no-flip", action="store_true")
     recipe.add_argument("--diversity", type=float, default=DEFAULTS.stage.diversity_weight)
     recipe.add_argument("--bn", type=float, default=DEFAULTS.stage.bn_weight,
@@ -153,6 +156,7 @@ def config_from_args(args: argparse.Namespace) -> ProgressiveConfig:
         center_std=center_std_or_uniform(crop_center_std(args)),
         jitter=args.jitter,
         flip=not args.no_flip,
+        blur=args.view_blur,
     )
     stage = replace(
         DEFAULTS.stage,

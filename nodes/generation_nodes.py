@@ -7,7 +7,7 @@ import math
 
 import torch
 
-from ..cag_core.augment import DEFAULT_CENTER_STD, DEFAULT_CROP_SCALE, AugmentConfig, center_std_or_uniform
+from ..cag_core.augment import DEFAULT_CENTER_STD, DEFAULT_CROP_SCALE, MAX_BLUR, AugmentConfig, center_std_or_uniform
 from ..cag_core.classifier import as_ensemble
 from ..cag_core.errors import CaGError, NonFiniteLossError, report_out_of_memory
 from ..cag_core.optimize import DEFAULT_BN_WEIGHT, DEFAULT_TV_WEIGHT, OptimizeConfig, optimize
@@ -191,13 +191,20 @@ class CaGOptimize:
                     "crops draw the object larger in the middle (recipe lucid_tight: 0.6 with crop_center_std 0.25, "
                     "bn_weight and tv_weight 0; people named it more often, other networks agreed less).",
                 }),
+                "view_blur": ("FLOAT", {
+                    "default": 0.0, "min": 0.0, "max": MAX_BLUR, "step": 0.5,
+                    "tooltip": "Blur each random view the classifier sees by up to this many pixels (Gaussian sigma): "
+                    "the image must convince it with coarser shapes. 0 = off (the default); recipe lucid_coarse: 4, "
+                    "with a 32 px stage of 50 steps before 64 (50), 128 and 256 px (opt-in; one blind panel named more "
+                    "of its images).",
+                }),
             },
             "hidden": {"unique_id": "UNIQUE_ID"},
         }
 
     @classmethod
     def VALIDATE_INPUTS(cls, steps, target_text="", feather=0, anchor_weight=0.0, crop_center_std=None,
-                        crop_max=None):
+                        crop_max=None, view_blur=None):
         def check_steps():
             if not 1 <= int(steps) <= MAX_STEPS:
                 raise CaGError(f"steps must be between 1 and {MAX_STEPS}, got {steps}.")
@@ -215,6 +222,8 @@ class CaGOptimize:
             results.append(f"crop_center_std must be between 0 and 4 (0 = crops anywhere), got {crop_center_std}.")
         if crop_max is not None and not (isinstance(crop_max, (int, float)) and DEFAULT_CROP_SCALE[0] <= crop_max <= 1):
             results.append(f"crop_max must be between {DEFAULT_CROP_SCALE[0]} and 1 (of the image area), got {crop_max}.")
+        if view_blur is not None and not (isinstance(view_blur, (int, float)) and 0 <= view_blur <= MAX_BLUR):
+            results.append(f"view_blur must be between 0 and {MAX_BLUR:g} px (0 = off), got {view_blur}.")
         if feather is not None and not 0 <= int(feather) <= 256:
             results.append(f"feather must be between 0 and 256 px, got {feather}.")
         if isinstance(target_text, str) and target_text.strip():
@@ -224,7 +233,7 @@ class CaGOptimize:
     def optimize_images(self, image, classifier, target_class, steps, lr, crops, parameterization, mask_ratio,
                         diversity_weight, bn_weight, tv_weight, seed, mae=None, target_text="", mask=None,
                         feather=0, fill_masked=False, anchor_weight=0.0, crop_center_std=DEFAULT_CENTER_STD,
-                        crop_max=DEFAULT_CROP_SCALE[1], unique_id=None):
+                        crop_max=DEFAULT_CROP_SCALE[1], view_blur=0.0, unique_id=None):
         ensemble = as_ensemble(classifier)
         device = ensemble.members[0].device
         images = comfy_to_engine(image)
@@ -238,7 +247,7 @@ class CaGOptimize:
         config = OptimizeConfig(
             steps=steps, lr=lr, parameterization=parameterization,
             augment=AugmentConfig(crops=crops, center_std=center_std_or_uniform(crop_center_std),
-                                  crop_scale=(DEFAULT_CROP_SCALE[0], float(crop_max))),
+                                  crop_scale=(DEFAULT_CROP_SCALE[0], float(crop_max)), blur=float(view_blur)),
             mask_ratio=mask_ratio, diversity_weight=diversity_weight, bn_weight=bn_weight, tv_weight=tv_weight,
             anchor_weight=float(anchor_weight), feather=int(feather), fill_masked=bool(fill_masked),
         )

@@ -415,6 +415,19 @@ def test_crop_center_std_zero_is_the_uniform_recipe(comfy, monkeypatch):
     assert not torch.equal(centred, uniform)
 
 
+def test_view_blur_reaches_the_engine(comfy, monkeypatch):
+    """view_blur is the views' largest blur sigma (default 0 = sharp views; recipe lucid_coarse: 4)."""
+    seen = []
+    real = comfy.nodes.generation_nodes.optimize
+    monkeypatch.setattr(comfy.nodes.generation_nodes, "optimize",
+                        lambda *a, config, **k: seen.append(config.augment.blur) or real(*a, config=config, **k))
+    classifier, image = load_classifier(comfy), comfy_image(1, 16, 16)
+    sharp, _ = optimize(comfy, image, classifier, steps=2, seed=3)
+    blurred, _ = optimize(comfy, image, classifier, steps=2, seed=3, view_blur=4.0)
+    assert seen == [0.0, 4.0]
+    assert not torch.equal(sharp, blurred)
+
+
 def test_crop_max_reaches_the_engine(comfy, monkeypatch):
     """crop_max is the largest crop's area (default 1.0; recipe lucid_tight: 0.6)."""
     seen = []
@@ -539,6 +552,9 @@ def test_combined_classifiers_optimize_together(comfy):
         (dict(steps=10, crop_max=0.6), True),
         (dict(steps=10, crop_max=0.1), "crop_max must be between 0.25 and 1"),
         (dict(steps=10, crop_max=float("nan")), "crop_max must be between 0.25 and 1"),
+        (dict(steps=10, view_blur=4.0), True),
+        (dict(steps=10, view_blur=9.0), "view_blur must be between 0 and 8 px"),
+        (dict(steps=10, view_blur=float("nan")), "view_blur must be between 0 and 8 px"),
     ],
 )
 def test_optimize_validation(comfy, inputs, expected):

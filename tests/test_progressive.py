@@ -142,3 +142,13 @@ def test_cli_lucid_tight_from_flags():
     assert config_from_args(build_parser().parse_args(["generate", "--class", "1"])) == get_recipe("lucid_centered_bn")
     args = build_parser().parse_args(["generate", "--class", "1", "--steps", "50", "100", "100"])
     assert config_from_args(args) == get_recipe("lucid_centered_bn50")
+
+
+def test_cli_lucid_coarse_from_flags():
+    """The opt-in recipe lucid_coarse is --sizes 32 64 128 256 --steps 50 50 100 100 --view-blur 4."""
+    from cag_core.cli import build_parser, config_from_args
+    from cag_core.recipes import get_recipe
+
+    coarse = ["--sizes", "32", "64", "128", "256", "--steps", "50", "50", "100", "100", "--view-blur", "4"]
+    assert config_from_args(build_parser().parse_args(["generate", "--class", "1", *coarse])) == get_recipe("lucid_coarse")
+    assert config_from_args(build_parser().parse_args(["generate", "--class", "1"])).stage.augment.blur == 0

@@ -34,6 +34,10 @@ def test_lucid_centered_bn_is_the_default():
     assert centered.stage.bn_weight == 0 and centered.stage.tv_weight == 0
     assert replace(centered, stage=replace(centered.stage, bn_weight=default.stage.bn_weight,
                                            tv_weight=default.stage.tv_weight)) == default
+    coarse = get_recipe("lucid_coarse")  # opt-in: a 32 px first stage and blurred views, nothing else
+    assert replace(coarse, sizes=default.sizes, steps=default.steps,
+                   stage=replace(coarse.stage, augment=replace(coarse.stage.augment, blur=0.0))) == default
+    assert sum(coarse.steps) == sum(default.steps) and coarse.stage.augment.blur == 4.0
     lucid = get_recipe("lucid")
     assert lucid.stage.augment.center_std is None
     assert replace(lucid, stage=replace(lucid.stage, augment=replace(lucid.stage.augment, center_std=0.4))) \

@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import math
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -68,8 +70,8 @@ def _check_widget_value(node_type: str, spec, value) -> None:
 
 
 def test_workflow_files_exist():
-    """Seven example workflows, each with an API twin of the same name."""
-    assert len(UI_FILES) == 7
+    """Eight example workflows, each with an API twin of the same name."""
+    assert len(UI_FILES) == 8
     assert [p.name for p in UI_FILES] == [p.name for p in API_FILES]
 
 
@@ -196,7 +198,8 @@ def execute(prompt: dict, classes: dict, saved: SavedImages) -> dict:
 
 @pytest.mark.parametrize("path", API_FILES, ids=lambda p: p.name)
 def test_api_workflow_runs_end_to_end(path: Path, classes, comfy):
-    """Each API twin runs on tiny models and saves float32 images in [0, 1] at 4x the first stage."""
+    """Each API twin runs on tiny models and saves float32 images in [0, 1] at the first stage's side
+    times the upsampling (4x in the three-stage workflows, 8x in cag_coarse)."""
     prompt = substitute_tiny(json.loads(path.read_text()))
     saved = SavedImages()
     execute(prompt, classes, saved)
@@ -204,7 +207,9 @@ def test_api_workflow_runs_end_to_end(path: Path, classes, comfy):
     images = saved.images[0]
     noise = [n["inputs"] for n in prompt.values() if n["class_type"] == "CaGInitNoise"]
     if noise:
-        assert images.shape == (noise[0]["batch_size"], 64, 64, 3)
+        scale = math.prod(n["inputs"]["scale_by"] for n in prompt.values() if n["class_type"] == "CaGUpsample")
+        side = round(noise[0]["width"] * scale)
+        assert scale >= 4 and images.shape == (noise[0]["batch_size"], side, side, 3)
     else:  # from a photo: its own size, plus the outpainting border
         (photo,) = [n["inputs"]["image"] for n in prompt.values() if n["class_type"] == "LoadImage"]
         rgb, _ = core_load_image(photo)
@@ -221,18 +226,44 @@ def test_quick_start_workflow_equals_the_command_line_engine(classes, comfy):
     """The quick start's nodes (one seed for the noise and every stage) give the images that
     `cag_core.progressive.generate(seed=...)` -- what `python -m cag_core generate` runs -- gives
     for the same classifier, class, seed and recipe, bit for bit."""
-    from cag_core.progressive import ProgressiveConfig, generate
+    from cag_core.progressive import ProgressiveConfig
+
+    workflow, engine = _workflow_and_engine("cag_quick_start", ProgressiveConfig(sizes=(16, 32, 64), steps=(2,)),
+                                            classes, comfy)
+    assert torch.equal(workflow, engine)
+
+
+def _workflow_and_engine(name, config, classes, comfy):
+    """(images the API workflow `name` saves on tiny models, images generate() makes with `config` for
+    the same tiny classifier, class, batch and seed), both [B, H, W, 3]."""
+    from cag_core.progressive import generate
     from cag_core.timm_classifier import classifier_from_file
 
-    prompt = substitute_tiny(json.loads((WORKFLOW_DIR / "api" / "cag_quick_start.json").read_text()))
+    prompt = substitute_tiny(json.loads((WORKFLOW_DIR / "api" / f"{name}.json").read_text()))
     saved = SavedImages()
     execute(prompt, classes, saved)
     noise = next(n["inputs"] for n in prompt.values() if n["class_type"] == "CaGInitNoise")
     target = next(n["inputs"]["class_name"] for n in prompt.values() if n["class_type"] == "CaGClassPicker")
     path = comfy.folder_paths.get_full_path("cag_classifiers", TINY_CLASSIFIER)
-    engine = generate(classifier_from_file(path), target, batch=noise["batch_size"], seed=noise["seed"],
-                      config=ProgressiveConfig(sizes=(16, 32, 64), steps=(2,))).images
-    assert torch.equal(saved.images[0], engine.movedim(1, -1))
+    engine = generate(classifier_from_file(path), target, batch=noise["batch_size"], seed=noise["seed"], config=config)
+    return saved.images[0], engine.images.movedim(1, -1)
+
+
+def test_coarse_workflow_is_the_lucid_coarse_recipe(classes, comfy):
+    """cag_coarse runs the opt-in recipe lucid_coarse: four stages from the quarter side, each twice the
+    last, views blurred by up to 4 px; on tiny models its images are generate()'s with that recipe."""
+    from cag_core.recipes import get_recipe
+
+    recipe = get_recipe("lucid_coarse")
+    full = json.loads((WORKFLOW_DIR / "api" / "cag_coarse.json").read_text())
+    stages = [n["inputs"] for n in full.values() if n["class_type"] == "CaGOptimize"]
+    assert tuple(s["steps"] for s in stages) == recipe.steps
+    assert all(s["view_blur"] == recipe.stage.augment.blur for s in stages)
+    noise = next(n["inputs"] for n in full.values() if n["class_type"] == "CaGInitNoise")
+    assert noise["width"] == recipe.sizes[0] and len(stages) == len(recipe.sizes)
+    workflow, engine = _workflow_and_engine("cag_coarse", replace(recipe, sizes=(16, 32, 64, 128), steps=(2,)),
+                                            classes, comfy)
+    assert torch.equal(workflow, engine)
 
 
 @pytest.mark.parametrize("name", ["cag_inpaint", "cag_outpaint"])
