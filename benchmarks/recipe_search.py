@@ -31,6 +31,7 @@ import torch  # noqa: E402
 
 from benchmarks import quality  # noqa: E402
 from benchmarks.quality import Variant  # noqa: E402
+from cag_core.cli import save_images  # noqa: E402
 from cag_core.recipes import get_recipe  # noqa: E402
 
 # Chosen before any measurement (benchmarks/results/recipe_search/README.md says why); none is in
@@ -171,13 +172,6 @@ def look(images: torch.Tensor) -> dict:
     }
 
 
-def save_png(image: torch.Tensor, path: Path) -> None:
-    """One [3, H, W] image in [0, 1] as an 8-bit PNG at its own size."""
-    from PIL import Image
-
-    Image.fromarray((image.clamp(0, 1).permute(1, 2, 0) * 255).round().byte().numpy()).save(path)
-
-
 def contact_sheet(rows: list[list[torch.Tensor]], path: Path, side: int = 192, labels: list[list[str]] | None = None):
     """Rows of images as one PNG, `side` px each; labels (optional) written on a strip above each."""
     from PIL import Image, ImageDraw
@@ -257,10 +251,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.labeled:
             contact_sheet(rows, args.labeled / f"{split}_{name}.png", 256, labels)
             for seed in seeds:
-                folder = args.labeled / f"{split}_s{seed}" / name
-                folder.mkdir(parents=True, exist_ok=True)
                 for c, img in images[name][seed].items():
-                    save_png(img, folder / f"{c}.png")
+                    save_images(img[None], args.labeled / f"{split}_s{seed}" / name / f"{c}.png")
     print(f"results: {args.out}; sheets: {args.sheets}")
     return 0
 

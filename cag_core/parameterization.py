@@ -64,12 +64,10 @@ def _logit(images01: torch.Tensor) -> torch.Tensor:
 
 
 def _chroma_damping(h: int, w: int, power: float, device: torch.device) -> torch.Tensor:
-    """[3, 1, 1] or [3, h, w//2+1]: 1 for the luminance-like first decorrelated channel; (f * side)^-power
+    """[3, h, w//2+1]: 1 for the luminance-like first decorrelated channel; (f * side)^-power
     (<= 1, 1 at the lowest frequency) for the two colour-difference channels. Photos carry far less
     fine detail in colour than in brightness (why JPEG halves the chroma resolution); Adam's steps on
     a colour channel's fine frequencies shrink by this factor, while its broad colour moves as fast."""
-    if not power:
-        return torch.ones(3, 1, 1, device=device)
     side = max(h, w)
     damping = (torch.sqrt(_squared_frequency(h, w, device)) * side).clamp(min=1.0) ** -power
     return torch.stack([torch.ones_like(damping), damping, damping])

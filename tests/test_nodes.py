@@ -401,13 +401,20 @@ def test_optimize_returns_comfy_images(comfy):
     assert "207: golden retriever" in report and "3 steps" in report
 
 
-def test_crop_center_std_zero_is_the_uniform_recipe(comfy, monkeypatch):
-    """The node's crop_center_std reaches the engine: 0 = uniform crops (AugmentConfig center_std None),
-    the default = the engine's default centring."""
+def _spy_on_augment(comfy, monkeypatch, field: str) -> list:
+    """The list that collects AugmentConfig.<field> of every engine call CaG Optimize makes (the engine
+    still runs)."""
     seen = []
     real = comfy.nodes.generation_nodes.optimize
     monkeypatch.setattr(comfy.nodes.generation_nodes, "optimize",
-                        lambda *a, config, **k: seen.append(config.augment.center_std) or real(*a, config=config, **k))
+                        lambda *a, config, **k: seen.append(getattr(config.augment, field)) or real(*a, config=config, **k))
+    return seen
+
+
+def test_crop_center_std_zero_is_the_uniform_recipe(comfy, monkeypatch):
+    """The node's crop_center_std reaches the engine: 0 = uniform crops (AugmentConfig center_std None),
+    the default = the engine's default centring."""
+    seen = _spy_on_augment(comfy, monkeypatch, "center_std")
     classifier, image = load_classifier(comfy), comfy_image(1, 16, 16)
     centred, _ = optimize(comfy, image, classifier, steps=2, seed=3)
     uniform, _ = optimize(comfy, image, classifier, steps=2, seed=3, crop_center_std=0.0)
@@ -417,10 +424,7 @@ def test_crop_center_std_zero_is_the_uniform_recipe(comfy, monkeypatch):
 
 def test_view_blur_reaches_the_engine(comfy, monkeypatch):
     """view_blur is the views' largest blur sigma (default 0 = sharp views; recipe lucid_coarse: 4)."""
-    seen = []
-    real = comfy.nodes.generation_nodes.optimize
-    monkeypatch.setattr(comfy.nodes.generation_nodes, "optimize",
-                        lambda *a, config, **k: seen.append(config.augment.blur) or real(*a, config=config, **k))
+    seen = _spy_on_augment(comfy, monkeypatch, "blur")
     classifier, image = load_classifier(comfy), comfy_image(1, 16, 16)
     sharp, _ = optimize(comfy, image, classifier, steps=2, seed=3)
     blurred, _ = optimize(comfy, image, classifier, steps=2, seed=3, view_blur=4.0)
@@ -430,10 +434,7 @@ def test_view_blur_reaches_the_engine(comfy, monkeypatch):
 
 def test_crop_max_reaches_the_engine(comfy, monkeypatch):
     """crop_max is the largest crop's area (default 1.0; recipe lucid_tight: 0.6)."""
-    seen = []
-    real = comfy.nodes.generation_nodes.optimize
-    monkeypatch.setattr(comfy.nodes.generation_nodes, "optimize",
-                        lambda *a, config, **k: seen.append(config.augment.crop_scale) or real(*a, config=config, **k))
+    seen = _spy_on_augment(comfy, monkeypatch, "crop_scale")
     classifier, image = load_classifier(comfy), comfy_image(1, 16, 16)
     optimize(comfy, image, classifier, steps=1)
     optimize(comfy, image, classifier, steps=1, crop_max=0.6)
