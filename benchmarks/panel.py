@@ -12,6 +12,9 @@ re-encoded (no metadata) at one common side (--side, default 512, so the size gi
 away) into --panel as img_001.png, img_002.png, ... in a seeded shuffle; --panel holds nothing
 else. The key (key.csv: file -> method, class), the panel's settings (panel.json) and an answers
 template (answers_template.csv: file names only, safe to hand out) go to --key, outside --panel.
+`--one-per-class PART` keeps each class once, in one method (part PART of a Latin square over the
+methods; with M methods, parts 0..M-1 with one --part-seed hold every image once): a viewer then
+never sees a class twice, so one method's image cannot name the class for another's.
 
 score: reads one answers CSV per viewer (header `file,guess,photo_score`; the viewer is the file's
 stem) and reports per method and viewer how many images were named correctly (of how many) and the
@@ -110,8 +113,32 @@ def _inside(path: Path, folder: Path) -> bool:
     return path == folder or folder in path.parents
 
 
+def one_per_class(sources: Sequence[Source], part: int, seed: int = 0) -> list[Source]:
+    """Part `part` of a Latin square over the methods: each class once, in one method.
+
+    The classes are put in a seeded order; class j of that order keeps only its image from method
+    (j + part) mod M (methods sorted by name). So each part holds every class exactly once and
+    each method about equally often, and parts 0..M-1 together hold every image exactly once. A
+    viewer who sees one part never meets a class twice: no image of one method can name the class
+    for another method's image (the design of a full panel, where each viewer sees every class
+    once per method, lets it). Every class must have an image from every method.
+    """
+    methods = sorted({s.method for s in sources})
+    if not 0 <= part < len(methods):
+        raise SystemExit(f"--one-per-class {part}: a part between 0 and {len(methods) - 1} ({len(methods)} methods).")
+    by_key = {(s.method, s.cls): s for s in sources}
+    classes = sorted({s.cls for s in sources})
+    missing = [(m, c) for m in methods for c in classes if (m, c) not in by_key]
+    if missing:
+        raise SystemExit(f"--one-per-class needs every class from every method; missing (method, class): {missing[:5]}.")
+    random.Random(f"one-per-class {seed}").shuffle(classes)
+    return [by_key[(methods[(j + part) % len(methods)], cls)] for j, cls in enumerate(classes)]
+
+
 def prepare(images: Path, panel: Path, key: Path, *, seed: int = 0, side: int = 512,
-            methods: Sequence[str] | None = None) -> list[dict]:
+            methods: Sequence[str] | None = None, part: int | None = None, part_seed: int = 0) -> list[dict]:
+    """part: keep only that part of `one_per_class` (ordered by part_seed), so each viewer sees
+    every class once; None: every image of every method."""
     from PIL import Image
 
     from cag_core.class_names import imagenet_class_names
@@ -123,6 +150,8 @@ def prepare(images: Path, panel: Path, key: Path, *, seed: int = 0, side: int = 
     if key.exists() and (key / KEY_FILE).exists():
         raise SystemExit(f"--key {key} already holds a {KEY_FILE}; choose a new folder (a key must not be overwritten).")
     sources = find_sources(images, methods)
+    if part is not None:
+        sources = one_per_class(sources, part, part_seed)
     names = imagenet_class_names()
     order = list(sources)
     random.Random(seed).shuffle(order)
@@ -143,7 +172,8 @@ def prepare(images: Path, panel: Path, key: Path, *, seed: int = 0, side: int = 
     _write_csv(key / TEMPLATE_FILE, [{"file": r["file"], "guess": "", "photo_score": ""} for r in rows], ANSWER_COLUMNS)
     meta = {"created": datetime.datetime.now().isoformat(timespec="seconds"), "seed": seed, "side": side,
             "images": len(rows), "panel": str(panel.resolve()), "source": str(images.resolve()),
-            "methods": sorted({r["method"] for r in rows}), "classes": sorted({r["class"] for r in rows})}
+            "methods": sorted({r["method"] for r in rows}), "classes": sorted({r["class"] for r in rows}),
+            "one_per_class": None if part is None else {"part": part, "part_seed": part_seed}}
     (key / META_FILE).write_text(json.dumps(meta, indent=1) + "\n")
     return rows
 
@@ -363,6 +393,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--side", type=int, default=512, help="common longer side of the panel images (0 = keep)")
     p.add_argument("--methods", default=None, help="comma list of method folders (default: all)")
+    p.add_argument("--one-per-class", type=int, default=None, metavar="PART",
+                   help="each class once, in one method: part PART (0..M-1) of a Latin square over the M methods "
+                        "(the parts together hold every image once; see one_per_class)")
+    p.add_argument("--part-seed", type=int, default=0, help="with --one-per-class: the seed of the class order "
+                   "(the same for every part of one square)")
     p = sub.add_parser("instructions", help="print the brief for a viewer")
     p.add_argument("--panel", type=Path, default=None, help="the panel folder (to name its files and count)")
     p = sub.add_parser("score", help="score viewers' answers against the key")
@@ -375,7 +410,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     if args.command == "prepare":
         methods = [m.strip() for m in args.methods.split(",")] if args.methods else None
-        rows = prepare(args.images, args.panel, args.key, seed=args.seed, side=args.side, methods=methods)
+        rows = prepare(args.images, args.panel, args.key, seed=args.seed, side=args.side, methods=methods,
+                       part=args.one_per_class, part_seed=args.part_seed)
         print(f"{len(rows)} images in {args.panel}; key, answers template and {META_FILE} in {args.key}.")
         print(f"Give the viewers the folder {args.panel} (and {args.key / TEMPLATE_FILE} if you like) and the text of "
               f"`python -m benchmarks.panel instructions --panel {args.panel}`.")

@@ -195,3 +195,28 @@ def test_panel_does_not_import_the_peers(prepared):
                             cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr
     assert "| lucent-defaults |" in result.stdout
+
+
+def test_one_per_class_is_a_latin_square(tmp_path):
+    """Each part shows every class once; the methods alternate over a seeded class order; the parts
+    together hold every image exactly once; the key and the panel agree."""
+    images = _make_images(tmp_path)
+    sources = panel.find_sources(images)
+    parts = [panel.one_per_class(sources, part, seed=5) for part in range(len(METHODS))]
+    for chosen in parts:
+        assert sorted(s.cls for s in chosen) == sorted(CLASSES)
+        counts = [sum(s.method == m for s in chosen) for m in METHODS]
+        assert counts == [len(CLASSES) // len(METHODS)] * len(METHODS)
+    assert sorted((s.method, s.cls) for chosen in parts for s in chosen) == sorted(
+        (m, c) for m in METHODS for c in CLASSES)
+    assert [s.cls for s in parts[0]] == [s.cls for s in panel.one_per_class(sources, 0, seed=5)]  # seeded
+    orders = {tuple(s.cls for s in panel.one_per_class(sources, 0, seed=k)) for k in range(8)}
+    assert len(orders) > 1  # the seed moves the class order
+    rows = panel.prepare(images, tmp_path / "panel", tmp_path / "key", seed=1, side=32, part=1, part_seed=5)
+    assert {(r["method"], r["class"]) for r in rows} == {(s.method, s.cls) for s in parts[1]}
+    assert len(list((tmp_path / "panel").iterdir())) == len(CLASSES)
+    with pytest.raises(SystemExit, match="between 0 and 1"):
+        panel.one_per_class(sources, 2)
+    (images / "ours" / f"{CLASSES[0]}.png").unlink()
+    with pytest.raises(SystemExit, match="every class from every method"):
+        panel.one_per_class(panel.find_sources(images), 0)
