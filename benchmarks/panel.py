@@ -302,7 +302,10 @@ class ViewerResult:
     unanswered: dict[str, int] = field(default_factory=dict)  # method -> images with no guess
 
 
-def score(key: dict[str, dict], viewers: dict[str, dict[str, Answer]], rulings: dict[int, list[str]]) -> dict:
+def score(key: dict[str, dict] | dict[str, dict[str, dict]], viewers: dict[str, dict[str, Answer]],
+          rulings: dict[int, list[str]], *, key_per_viewer: bool = False) -> dict:
+    """key: the panel's key (file -> method, class), the same for every viewer; with key_per_viewer,
+    viewer -> that viewer's own key (panels prepared separately, e.g. the parts of --one-per-class)."""
     from cag_core.class_names import imagenet_class_names
 
     names = imagenet_class_names()
@@ -310,7 +313,7 @@ def score(key: dict[str, dict], viewers: dict[str, dict[str, Answer]], rulings: 
     by_ruling, unmatched = [], []
     for viewer, answers in viewers.items():
         result = results[viewer] = ViewerResult()
-        for file, entry in key.items():
+        for file, entry in (key[viewer] if key_per_viewer else key).items():
             method, cls = entry["method"], entry["class"]
             result.shown[method] = result.shown.get(method, 0) + 1
             result.named.setdefault(method, 0)
@@ -330,7 +333,8 @@ def score(key: dict[str, dict], viewers: dict[str, dict[str, Answer]], rulings: 
             result.named[method] += 1
             if verdict[0] == "ruling":
                 by_ruling.append(dict(row, accepted_word=verdict[1]))
-    methods = sorted({e["method"] for e in key.values()})
+    keys = list(key.values()) if key_per_viewer else [key]
+    methods = sorted({e["method"] for k in keys for e in k.values()})
     table = {
         method: {
             viewer: {
@@ -362,9 +366,10 @@ def report_markdown(report: dict, brisque: dict[str, float] | None = None) -> st
              "mean photo score, 1 = abstract texture, 3 = recognizable but strange, 5 = a photo.", "", head,
              "|---|" + "---|---|" * len(viewers) + ("---|" if brisque is not None else "")]
     for method, cells in report["methods"].items():
+        cells = {v: cells[v] if cells[v]["of"] else dict(cells[v], named="-", photo_score=None) for v in viewers}
         row = f"| {method} | "
         row += " | ".join(
-            f"{c['named']}/{c['of']}" + (f" ({c['unanswered']} no guess)" if c["unanswered"] else "")
+            (f"{c['named']}/{c['of']}" if c["of"] else "-") + (f" ({c['unanswered']} no guess)" if c["unanswered"] else "")
             + f" | {c['photo_score'] if c['photo_score'] is not None else '-'}" for c in (cells[v] for v in viewers))
         if brisque is not None:
             row += f" | {brisque.get(method, '-')}"
@@ -401,7 +406,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     p = sub.add_parser("instructions", help="print the brief for a viewer")
     p.add_argument("--panel", type=Path, default=None, help="the panel folder (to name its files and count)")
     p = sub.add_parser("score", help="score viewers' answers against the key")
-    p.add_argument("--key", type=Path, required=True)
+    p.add_argument("--key", type=Path, nargs="+", required=True,
+                   help="the key folder, or one per --answers file in the same order (viewers of separate panels)")
     p.add_argument("--answers", type=Path, nargs="+", required=True, help="one CSV per viewer (viewer = file stem)")
     p.add_argument("--rulings", type=Path, default=None)
     p.add_argument("--peers", type=Path, default=None, help="benchmarks/peers.py results.json: adds BRISQUE medians")
@@ -419,13 +425,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         files = sorted(args.panel.glob("img_*.png")) if args.panel else []
         print(instructions(len(files), files[0].name, files[-1].name) if files else instructions())
     else:
-        key = read_key(args.key)
-        viewers = {}
-        for path in args.answers:
+        if len(args.key) not in (1, len(args.answers)):
+            raise SystemExit(f"--key: give one key folder, or one per --answers file ({len(args.answers)}); "
+                             f"got {len(args.key)}.")
+        keys = [read_key(k) for k in args.key] * (len(args.answers) if len(args.key) == 1 else 1)
+        viewers, viewer_keys = {}, {}
+        for path, key in zip(args.answers, keys):
             if path.stem in viewers:
                 raise SystemExit(f"Two answer files for viewer '{path.stem}': name each file after its viewer.")
             viewers[path.stem] = read_answers(path, set(key))
-        report = score(key, viewers, read_rulings(args.rulings))
+            viewer_keys[path.stem] = key
+        report = score(viewer_keys, viewers, read_rulings(args.rulings), key_per_viewer=True)
         brisque = brisque_medians(args.peers) if args.peers else None
         if brisque is not None:
             report["brisque_median"] = brisque

@@ -220,3 +220,37 @@ def test_one_per_class_is_a_latin_square(tmp_path):
     (images / "ours" / f"{CLASSES[0]}.png").unlink()
     with pytest.raises(SystemExit, match="every class from every method"):
         panel.one_per_class(panel.find_sources(images), 0)
+
+
+def test_score_pairs_each_viewer_with_their_own_key(tmp_path):
+    """Viewers of separate panels (the two parts of --one-per-class): `score --key K1 K2 --answers A1 A2`
+    scores each viewer against their own key; one key for several viewers still works; a count that
+    pairs neither way is refused."""
+    images = _make_images(tmp_path)
+    answers = []
+    for part, viewer in enumerate(("anna", "ben")):
+        panel.prepare(images, tmp_path / f"panel{part}", tmp_path / f"key{part}", seed=part, side=16, part=part,
+                      part_seed=2)
+        rows = _key_rows(tmp_path / f"key{part}")
+        # each viewer names exactly the images of 'ours' in their own panel
+        answers.append(_answers(tmp_path / f"{viewer}.csv", rows,
+                                {(r["method"], int(r["class"])): ("a tabby cat" if int(r["class"]) == 281 else
+                                                                   "golden retriever" if int(r["class"]) == 207 else
+                                                                   "agaric" if int(r["class"]) == 992 else "yawl", "3")
+                                 for r in rows if r["method"] == "ours"}))
+    out = tmp_path / "report.md"
+    assert panel.main(["score", "--key", str(tmp_path / "key0"), str(tmp_path / "key1"),
+                       "--answers", *map(str, answers), "--out", str(out)]) == 0
+    import json
+
+    report = json.loads(out.with_suffix(".json").read_text())
+    for viewer in ("anna", "ben"):
+        assert report["methods"]["ours"][viewer] == {"named": 2, "of": 2, "unanswered": 0, "photo_score": 3,
+                                                     "photo_scored": 2}
+        assert report["methods"]["lucent-defaults"][viewer]["named"] == 0
+        assert report["methods"]["lucent-defaults"][viewer]["of"] == 2
+    # ben's answers against anna's key: his file names exist there, but they show other images
+    assert panel.main(["score", "--key", str(tmp_path / "key0"), "--answers", *map(str, answers)]) == 0
+    with pytest.raises(SystemExit, match="one per --answers file"):
+        panel.main(["score", "--key", str(tmp_path / "key0"), str(tmp_path / "key1"), str(tmp_path / "key1"),
+                    "--answers", *map(str, answers)])
