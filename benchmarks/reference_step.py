@@ -11,7 +11,8 @@ mask tokens back, unpatchifies, cuts the image's random views one at a time, and
 It uses the engine's models (weights), the same starting parameters and the same random numbers
 in the same order (MAE masking noise [B, L], then the view matrices), so its loss and gradient
 must equal the engine's up to rounding: `benchmarks.speed` and tests/test_speed_equivalence.py
-check that. Supported: one classifier, the per-image losses (target cross-entropy, the BN-statistics
+check that. Each view is blurred by its own 2-D Gaussian kernel when the config blurs views (the
+engine: two 1-D passes over all views at once). Supported: one classifier, the per-image losses (target cross-entropy, the BN-statistics
 prior measured per image on the plain model's BatchNorm layers, total variation; diversity weight
 0), paste_visible False -- the settings the benchmark runs.
 """
@@ -136,10 +137,30 @@ def view_matrices(cfg: AugmentConfig, streams: ImageStreams) -> torch.Tensor:
     return torch.stack([torch.stack([sx * flip, zero, tx], 1), torch.stack([zero, sy, ty], 1)], 1)
 
 
+def view_sigmas(cfg: AugmentConfig, streams: ImageStreams) -> torch.Tensor | None:
+    """[batch * crops] view blur sigmas in pixels, U(0, blur), drawn after each image's view numbers
+    (as augment.view_blurs); None for sharp views."""
+    if not cfg.blur:
+        return None
+    return torch.cat([cfg.blur * torch.rand(cfg.crops, generator=g) for g in streams.generators])
+
+
 def one_view(image: torch.Tensor, theta: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
     with torch.autocast(image.device.type, enabled=False):  # sampling positions in fp32, as in the engine
         grid = F.affine_grid(theta[None].float(), [1, image.shape[1], *size], align_corners=False)
         return F.grid_sample(image.float(), grid, mode="bilinear", padding_mode="reflection", align_corners=False)
+
+
+def blur_one(view: torch.Tensor, sigma: float, max_sigma: float) -> torch.Tensor:
+    """One view [1, C, H, W] blurred by a 2-D Gaussian of this sigma (the outer product of the 1-D
+    kernel, written out), reflected at the border, truncated at 3 * max_sigma as in the engine."""
+    radius = max(1, math.ceil(3 * max_sigma))
+    x = torch.arange(-radius, radius + 1, device=view.device, dtype=view.dtype)
+    k1 = torch.exp(-0.5 * (x / max(float(sigma), 1e-2)) ** 2)
+    k1 = k1 / k1.sum()
+    kernel = (k1[:, None] * k1[None, :]).expand(view.shape[1], 1, -1, -1)
+    padded = F.pad(view, (radius, radius, radius, radius), mode="reflect")
+    return F.conv2d(padded, kernel, groups=view.shape[1])
 
 
 def classify(classifier: Classifier, views01: torch.Tensor) -> torch.Tensor:
@@ -178,6 +199,7 @@ def reference_loss(
     if mae is not None and config.mask_ratio > 0:  # each image's mask first, from its stream
         noise = torch.stack([torch.rand(mae.config.num_patches, generator=g) for g in streams.generators])
     thetas = None if cfg == NO_AUGMENT else view_matrices(cfg, streams).to(params.device)
+    sigmas = None if cfg == NO_AUGMENT else view_sigmas(cfg, streams)
     view_size = (config.view_size,) * 2 if config.view_size else classifier.input_size
     total = params.new_zeros(())
     for i in range(batch):
@@ -192,7 +214,10 @@ def reference_loss(
         if cfg == NO_AUGMENT:  # the engine resizes instead of sampling views, and draws nothing
             views = F.interpolate(image, size=view_size, mode="bilinear", align_corners=False)
         else:
-            views = torch.cat([one_view(image, thetas[i * cfg.crops + j], view_size) for j in range(cfg.crops)])
+            views = [one_view(image, thetas[i * cfg.crops + j], view_size) for j in range(cfg.crops)]
+            if sigmas is not None:
+                views = [blur_one(v, sigmas[i * cfg.crops + j], cfg.blur) for j, v in enumerate(views)]
+            views = torch.cat(views)
         with bn_distances(classifier, config.bn_weight > 0) as distances:
             log_probs = F.log_softmax(classify(classifier, views).float(), dim=-1)
         loss = -(target.positive[i] * log_probs).sum(-1)

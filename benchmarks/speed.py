@@ -323,7 +323,8 @@ def engine_loss_and_grad(images, classifier, mae, target, config, seed):
         image_fn = parameterize(images.detach().clone(), config.parameterization)
         ensemble = as_ensemble(classifier)
         randoms = draw_step_randoms(mae, config, ImageStreams.for_batch(seed, images.shape[0]))
-        randoms = engine.StepRandoms(*(None if r is None else r.to(device) for r in (randoms.noise, randoms.thetas)))
+        randoms = engine.StepRandoms(*(None if r is None else r.to(device)
+                                       for r in (randoms.noise, randoms.thetas, randoms.blurs)))
         forward = compiled_step_forward() if config.compile else step_forward
         bn_stats = engine.step_bn_stats(config, ensemble, device)
         with (
