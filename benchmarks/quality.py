@@ -86,9 +86,10 @@ class Variant:
 # ---- building blocks -------------------------------------------------------------------------
 
 JITTER_FLIP = AugmentConfig(crops=1, crop_scale=(1.0, 1.0), crop_ratio=(1.0, 1.0), jitter=0.05, flip=True,
-                            center_std=None)
-# Uniform crop centres, as these ablation rows were measured (the default centres them since 2026-12).
-CROPS2 = AugmentConfig(crops=2, crop_scale=(0.25, 1.0), jitter=0.05, flip=True, center_std=None)
+                            center_std=None, blur=0.0)
+# Uniform crop centres and sharp views, as these ablation rows were measured (the default centres
+# them since 2026-12-01 and blurs them since 2026-12-06).
+CROPS2 = AugmentConfig(crops=2, crop_scale=(0.25, 1.0), jitter=0.05, flip=True, center_std=None, blur=0.0)
 LADDER_SIZES = (64, 128, 224)
 STAGE_VIEWS = (64, 128, None)  # classifier sees each stage at its own side; native size at the end
 
@@ -146,19 +147,25 @@ VARIANTS: dict[str, Variant] = {
     "tv": _tuned("fourier, TV 0.05", stage=dict(tv_weight=0.05)),
     "bn": _tuned("fourier, BN statistics 0.001", stage=dict(bn_weight=0.001)),
 }
-# The pack's default, ProgressiveConfig() (recipe lucid_centered_bn since 2026-12-02); the defaults
-# before it (recipe lucid_centered, 2026-12-01; recipe lucid: crops anywhere, on which the rows below
-# were measured); the ensemble (on the ladder's `fourier` row).
+# The pack's default, ProgressiveConfig() (recipe lucid_coarse since 2026-12-06); the defaults before
+# it (recipe lucid_centered_bn, 2026-12-02; lucid_centered, 2026-12-01; recipe lucid: crops anywhere,
+# on which the rows below were measured); the ensemble (on the ladder's `fourier` row).
 VARIANTS["default"] = Variant(
-    "recommended default: fourier, 2 crops centred N(0, 0.4), BN-statistics 0.001 and TV 0.05 per image, "
-    "100 steps, classifier at 224, 64 -> 128 -> 256",
+    "recommended default (recipe lucid_coarse): fourier, 2 crops centred N(0, 0.4) and blurred by sigma U(0, 4) px, "
+    "BN-statistics 0.001 and TV 0.05 per image, classifier at 224, 32 -> 64 -> 128 -> 256 px, 50/50/100/100 steps",
     ProgressiveConfig(),
 )
-# The default's records of 2026-12-02 are stored under its recipe's name: the same variant, renamed.
-VARIANTS["lucid_centered_bn"] = replace(
+# The default's records are stored under its recipe's name: the same variant, renamed.
+VARIANTS["lucid_coarse"] = replace(
     VARIANTS["default"],
-    description="the default on 2026-12-02 (recipe lucid_centered_bn): fourier, 2 crops centred N(0, 0.4), "
+    description="the default since 2026-12-06 (recipe lucid_coarse): fourier, 2 crops centred N(0, 0.4) and blurred by "
+    "sigma U(0, 4) px, BN-statistics 0.001 and TV 0.05 per image, classifier at 224, 32 -> 64 -> 128 -> 256 px, "
+    "50/50/100/100 steps",
+)
+VARIANTS["lucid_centered_bn"] = Variant(
+    "the default from 2026-12-02 to 2026-12-06 (recipe lucid_centered_bn): fourier, 2 crops centred N(0, 0.4), "
     "BN-statistics 0.001 and TV 0.05 per image, 100 steps per stage, classifier at 224, 64 -> 128 -> 256",
+    get_recipe("lucid_centered_bn"),
 )
 VARIANTS["lucid_centered"] = Variant(
     "the default of 2026-12-01 (recipe lucid_centered): centred crops, no priors",

@@ -26,6 +26,10 @@ from .transfer import to_device
 DEFAULT_CENTER_STD = 0.4
 DEFAULT_CROP_SCALE = (0.25, 1.0)  # crop area, a fraction of the image; the node's crop_max ranges over it
 MAX_BLUR = 8.0  # view blur sigma, in pixels of the classifier's input (the kernel spans 3 sigma each side)
+# The default view blur (recipe "lucid_coarse", the default since 2026-12-06, with its 32 px first
+# stage): blind viewers named more of its images than of the sharp-view recipe's in four panels,
+# the last on 16 fresh held-out classes x 2 seeds (benchmarks/results/recipe_search/README.md).
+DEFAULT_VIEW_BLUR = 4.0
 
 
 def center_std_or_uniform(value: float | None) -> float | None:
@@ -50,7 +54,7 @@ class AugmentConfig:
     # Each view blurred by a Gaussian whose sigma is uniform in [0, blur] pixels of the classifier's
     # input: evidence the classifier still finds through the blur lies in coarser shapes than the
     # pixel-scale texture a non-robust network also responds to. 0 = sharp views, nothing drawn.
-    blur: float = 0.0
+    blur: float = DEFAULT_VIEW_BLUR
 
     def __post_init__(self):
         if self.crops < 1:
@@ -68,9 +72,9 @@ class AugmentConfig:
             raise CaGError(f"blur must be between 0 and {MAX_BLUR} pixels, got {self.blur}.")
 
 
-# No augmentation: the whole image, unshifted (the paper's plain baseline).
+# No augmentation: the whole image, unshifted and sharp (the paper's plain baseline).
 NO_AUGMENT = AugmentConfig(crops=1, crop_scale=(1.0, 1.0), crop_ratio=(1.0, 1.0), jitter=0.0, flip=False,
-                           center_std=None)
+                           center_std=None, blur=0.0)
 
 
 def view_thetas(cfg: AugmentConfig, streams: ImageStreams) -> torch.Tensor:

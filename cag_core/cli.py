@@ -122,9 +122,10 @@ def add_recipe_arguments(parser: argparse.ArgumentParser) -> argparse._ArgumentG
                         f"2026-12). Default {DEFAULTS.stage.augment.center_std}, or 0 with --init (the region to "
                         "change can be anywhere in a picture)")
     recipe.add_argument("--jitter", type=float, default=DEFAULTS.stage.augment.jitter)
-    recipe.add_argument("--view-blur", type=float, default=DEFAULTS.stage.augment.blur,
-                        help="blur each view by a Gaussian of sigma U(0, this) px of the classifier's input (0 = off; "
-                        "recipe lucid_coarse: 4 with --sizes 32 64 128 256 --steps 50 50 100 100)")
+    recipe.add_argument("--view-blur", type=float, default=None,
+                        help=f"blur each view by a Gaussian of sigma U(0, this) px of the classifier's input (0 = sharp "
+                        f"views, the recipe before 2026-12-06). Default {DEFAULTS.stage.augment.blur:g}, or 0 with --init "
+                        "(measured with sharp views)")
     recipe.add_argument("--no-flip", action="store_true")
     recipe.add_argument("--diversity", type=float, default=DEFAULTS.stage.diversity_weight)
     recipe.add_argument("--bn", type=float, default=DEFAULTS.stage.bn_weight,
@@ -149,6 +150,14 @@ def crop_center_std(args: argparse.Namespace) -> float:
     return 0.0 if getattr(args, "init", None) else DEFAULTS.stage.augment.center_std
 
 
+def view_blur(args: argparse.Namespace) -> float:
+    """--view-blur as given, else the default: blurred views, but sharp ones when starting from a picture
+    (the photo recipes were measured with sharp views)."""
+    if args.view_blur is not None:
+        return args.view_blur
+    return 0.0 if getattr(args, "init", None) else DEFAULTS.stage.augment.blur
+
+
 def config_from_args(args: argparse.Namespace) -> ProgressiveConfig:
     augment = AugmentConfig(
         crops=args.crops,
@@ -156,7 +165,7 @@ def config_from_args(args: argparse.Namespace) -> ProgressiveConfig:
         center_std=center_std_or_uniform(crop_center_std(args)),
         jitter=args.jitter,
         flip=not args.no_flip,
-        blur=args.view_blur,
+        blur=view_blur(args),
     )
     stage = replace(
         DEFAULTS.stage,

@@ -1,4 +1,4 @@
-"""Progressive generation: initial noise, upsampling between stages, and the whole 64 -> 128 -> 256 run.
+"""Progressive generation: initial noise, upsampling between stages, and the whole 32 -> 64 -> 128 -> 256 run.
 
 An image is fully determined by its key and the recipe: its noise, every MAE mask and every random
 view come from CPU generators seeded from its key (streams.py), `(seed, index)` by default, so the
@@ -82,8 +82,9 @@ def upsample(images01: torch.Tensor, height: int, width: int, method: str = "bic
 
 @dataclass(frozen=True)
 class ProgressiveConfig:
-    sizes: tuple[int, ...] = (64, 128, 256)  # square side of each stage
-    steps: tuple[int, ...] = (100, 100, 100)  # steps per stage (one value is repeated)
+    # Recipe lucid_coarse (README, defaults table): a 32 px stage lays out fewer, larger shapes first.
+    sizes: tuple[int, ...] = (32, 64, 128, 256)  # square side of each stage
+    steps: tuple[int, ...] = (50, 50, 100, 100)  # steps per stage (one value is repeated)
     noise: str = "gray"
     upsample_method: str = "bicubic"
     stage: OptimizeConfig = OptimizeConfig()  # everything but `steps`
@@ -128,7 +129,7 @@ def generate(
         seed, so a workflow and this function give the same images.
     init: start from this picture ([1 or B, 3, H, W] in [0, 1]) instead of noise. The last stage
         is then the picture's own size and the earlier ones scale it by sizes[i] / sizes[-1]
-        (64 -> 128 -> 256 on a 300x450 photo: 75x112, 150x225, 300x450).
+        (32 -> 64 -> 128 -> 256 on a 300x450 photo: 38x56, 75x112, 150x225, 300x450).
     mask: with `init`, only this region may change (regions.py: 1 = may change); every stage
         starts from the picture at its size where the mask is 0, so the result keeps the
         picture's own pixels there. `fill_masked` of the stage config applies to the first stage.

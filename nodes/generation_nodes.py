@@ -7,7 +7,8 @@ import math
 
 import torch
 
-from ..cag_core.augment import DEFAULT_CENTER_STD, DEFAULT_CROP_SCALE, MAX_BLUR, AugmentConfig, center_std_or_uniform
+from ..cag_core.augment import (DEFAULT_CENTER_STD, DEFAULT_CROP_SCALE, DEFAULT_VIEW_BLUR, MAX_BLUR, AugmentConfig,
+                                center_std_or_uniform)
 from ..cag_core.classifier import as_ensemble
 from ..cag_core.errors import CaGError, NonFiniteLossError, report_out_of_memory
 from ..cag_core.optimize import DEFAULT_BN_WEIGHT, DEFAULT_TV_WEIGHT, OptimizeConfig, optimize
@@ -40,7 +41,7 @@ def _check_batch(batch_size: int) -> None:
 class CaGInitNoise:
     DESCRIPTION = (
         "Makes the starting images of a generation: a batch of noise at the first stage's size "
-        "(64x64 for the 64 -> 128 -> 256 schedule)."
+        "(32x32 for the default 32 -> 64 -> 128 -> 256 schedule; 64x64 for the paper's 64 -> 128 -> 256)."
     )
     CATEGORY = CATEGORY
     RETURN_TYPES = ("IMAGE",)
@@ -53,8 +54,9 @@ class CaGInitNoise:
         side = {"min": 8, "max": MAX_SIDE, "step": 8}
         return {
             "required": {
-                "width": ("INT", {"default": 64, **side, "tooltip": "Width of the first stage (progressive runs start small)."}),
-                "height": ("INT", {"default": 64, **side, "tooltip": "Height of the first stage."}),
+                "width": ("INT", {"default": 32, **side, "tooltip": "Width of the first stage (progressive runs start small; "
+                                  "the default recipe at 32)."}),
+                "height": ("INT", {"default": 32, **side, "tooltip": "Height of the first stage."}),
                 "batch_size": ("INT", {"default": 1, "min": 1, "max": MAX_BATCH, "tooltip": "How many images to generate at once."}),
                 "noise": (list(NOISE_KINDS), {
                     "default": "gray",
@@ -113,7 +115,7 @@ class CaGOptimize:
     DESCRIPTION = (
         "One stage of Classifier-as-Generator: optimizes the images so the classifier predicts the target, "
         "passing them through the MAE every step (if connected). Chain stages with CaG Upsample in between "
-        "(64 -> 128 -> 256). Shows a live preview and the loss while it runs; Cancel stops it within a step."
+        "(32 -> 64 -> 128 -> 256). Shows a live preview and the loss while it runs; Cancel stops it within a step."
     )
     CATEGORY = CATEGORY
     RETURN_TYPES = ("IMAGE", "STRING")
@@ -192,11 +194,11 @@ class CaGOptimize:
                     "bn_weight and tv_weight 0; people named it more often, other networks agreed less).",
                 }),
                 "view_blur": ("FLOAT", {
-                    "default": 0.0, "min": 0.0, "max": MAX_BLUR, "step": 0.5,
+                    "default": DEFAULT_VIEW_BLUR, "min": 0.0, "max": MAX_BLUR, "step": 0.5,
                     "tooltip": "Blur each random view the classifier sees by up to this many pixels (Gaussian sigma): "
-                    "the image must convince it with coarser shapes. 0 = off (the default); recipe lucid_coarse: 4, "
-                    "with a 32 px stage of 50 steps before 64 (50), 128 and 256 px (opt-in; one blind panel named more "
-                    "of its images).",
+                    "the image must convince it with coarser shapes, and people name more of the images (blind "
+                    "panels). 4 with the 32 -> 64 -> 128 -> 256 px stages is the default recipe; 0 = sharp views "
+                    "(the recipe before 2026-12-06, and what the photo workflows use).",
                 }),
             },
             "hidden": {"unique_id": "UNIQUE_ID"},
@@ -233,7 +235,7 @@ class CaGOptimize:
     def optimize_images(self, image, classifier, target_class, steps, lr, crops, parameterization, mask_ratio,
                         diversity_weight, bn_weight, tv_weight, seed, mae=None, target_text="", mask=None,
                         feather=0, fill_masked=False, anchor_weight=0.0, crop_center_std=DEFAULT_CENTER_STD,
-                        crop_max=DEFAULT_CROP_SCALE[1], view_blur=0.0, unique_id=None):
+                        crop_max=DEFAULT_CROP_SCALE[1], view_blur=DEFAULT_VIEW_BLUR, unique_id=None):
         ensemble = as_ensemble(classifier)
         device = ensemble.members[0].device
         images = comfy_to_engine(image)
@@ -303,7 +305,7 @@ def _check_side(value: int, name: str) -> None:
 
 
 class CaGUpsample:
-    DESCRIPTION = "Resizes images between optimization stages (e.g. 64 -> 128 -> 256) by a factor or to a size."
+    DESCRIPTION = "Resizes images between optimization stages (e.g. 32 -> 64 -> 128 -> 256) by a factor or to a size."
     CATEGORY = CATEGORY
     RETURN_TYPES = ("IMAGE", "MASK")
     RETURN_NAMES = ("images", "mask")

@@ -423,12 +423,15 @@ def test_crop_center_std_zero_is_the_uniform_recipe(comfy, monkeypatch):
 
 
 def test_view_blur_reaches_the_engine(comfy, monkeypatch):
-    """view_blur is the views' largest blur sigma (default 0 = sharp views; recipe lucid_coarse: 4)."""
+    """view_blur is the views' largest blur sigma (default 4, the engine's, recipe lucid_coarse; 0 = sharp
+    views, the photo workflows' and the recipe before 2026-12-06)."""
+    from cag_core.augment import AugmentConfig
+
     seen = _spy_on_augment(comfy, monkeypatch, "blur")
     classifier, image = load_classifier(comfy), comfy_image(1, 16, 16)
-    sharp, _ = optimize(comfy, image, classifier, steps=2, seed=3)
-    blurred, _ = optimize(comfy, image, classifier, steps=2, seed=3, view_blur=4.0)
-    assert seen == [0.0, 4.0]
+    blurred, _ = optimize(comfy, image, classifier, steps=2, seed=3)
+    sharp, _ = optimize(comfy, image, classifier, steps=2, seed=3, view_blur=0.0)
+    assert seen == [AugmentConfig().blur, 0.0] and AugmentConfig().blur == 4.0
     assert not torch.equal(sharp, blurred)
 
 

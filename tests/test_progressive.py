@@ -131,24 +131,33 @@ def test_cli_crop_center_std(argv, expected):
 
 def test_cli_lucid_tight_from_flags():
     """--crop-center-std 0.25 --crop-max 0.6 --bn 0 --tv 0 is the recipe lucid_tight (measured without
-    the priors); --bn 0 --tv 0 alone is lucid_centered, the default before them."""
+    the priors and on three sharp stages); --bn 0 --tv 0 alone is lucid_centered, the default before them."""
     from cag_core.cli import build_parser, config_from_args
     from cag_core.recipes import get_recipe
 
-    off = ["--bn", "0", "--tv", "0", "--steps", "100", "100", "100"]
+    sharp = ["--sizes", "64", "128", "256", "--view-blur", "0"]
+    off = ["--bn", "0", "--tv", "0", "--steps", "100", "100", "100", *sharp]
     args = build_parser().parse_args(["generate", "--class", "1", "--crop-center-std", "0.25", "--crop-max", "0.6", *off])
     assert config_from_args(args) == get_recipe("lucid_tight")
     assert config_from_args(build_parser().parse_args(["generate", "--class", "1", *off])) == get_recipe("lucid_centered")
-    assert config_from_args(build_parser().parse_args(["generate", "--class", "1"])) == get_recipe("lucid_centered_bn")
-    args = build_parser().parse_args(["generate", "--class", "1", "--steps", "50", "100", "100"])
+    args = build_parser().parse_args(["generate", "--class", "1", "--steps", "50", "100", "100", *sharp])
     assert config_from_args(args) == get_recipe("lucid_centered_bn50")
 
 
-def test_cli_lucid_coarse_from_flags():
-    """The opt-in recipe lucid_coarse is --sizes 32 64 128 256 --steps 50 50 100 100 --view-blur 4."""
+def test_cli_default_is_lucid_coarse_and_the_default_before_is_three_sharp_stages():
+    """No flags: the default recipe lucid_coarse (32 -> 64 -> 128 -> 256, 50/50/100/100 steps, view blur 4);
+    --sizes 64 128 256 --steps 100 100 100 --view-blur 0 is lucid_centered_bn, the default before; --init
+    alone gives sharp views (the photo recipes were measured so), --view-blur overrides it."""
     from cag_core.cli import build_parser, config_from_args
     from cag_core.recipes import get_recipe
 
-    coarse = ["--sizes", "32", "64", "128", "256", "--steps", "50", "50", "100", "100", "--view-blur", "4"]
-    assert config_from_args(build_parser().parse_args(["generate", "--class", "1", *coarse])) == get_recipe("lucid_coarse")
-    assert config_from_args(build_parser().parse_args(["generate", "--class", "1"])).stage.augment.blur == 0
+    def config(*argv):
+        return config_from_args(build_parser().parse_args(["generate", "--class", "1", *argv]))
+
+    assert config() == get_recipe("lucid_coarse") == ProgressiveConfig()
+    explicit = ["--sizes", "32", "64", "128", "256", "--steps", "50", "50", "100", "100", "--view-blur", "4"]
+    assert config(*explicit) == get_recipe("lucid_coarse")
+    assert config("--sizes", "64", "128", "256", "--steps", "100", "100", "100", "--view-blur", "0") == get_recipe(
+        "lucid_centered_bn")
+    assert config("--init", "photo.png").stage.augment.blur == 0
+    assert config("--init", "photo.png", "--view-blur", "2").stage.augment.blur == 2

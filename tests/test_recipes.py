@@ -22,22 +22,25 @@ def _decorrelated(images01):
 # ---- recipes ---------------------------------------------------------------------------------
 
 
-def test_lucid_centered_bn_is_the_default():
-    """'lucid_centered_bn' is what the pack ships as its default; 'lucid_centered_bn50' (opt-in) differs
-    from it only in the 64 px stage's steps, 'lucid_centered' (the default of 2026-12-01) only in the
-    priors, and 'lucid' (before) also in where crops land."""
+def test_lucid_coarse_is_the_default():
+    """'lucid_coarse' is what the pack ships as its default; 'lucid_centered_bn' (the default of
+    2026-12-02) differs from it only in the stages (64 -> 128 -> 256, 3 x 100 steps, the same 300) and
+    the sharp views, 'lucid_centered_bn50' (opt-in) from that only in the 64 px stage's steps,
+    'lucid_centered' (the default of 2026-12-01) only in the priors, and 'lucid' (before) also in where
+    crops land."""
     default = ProgressiveConfig()
-    assert get_recipe("lucid_centered_bn") == default
-    assert get_recipe("lucid_centered_bn50") == replace(default, steps=(50, 100, 100))
+    assert get_recipe("lucid_coarse") == default
+    assert default.sizes == (32, 64, 128, 256) and default.stage.augment.blur == 4.0
     assert default.stage.bn_weight > 0 and default.stage.tv_weight > 0
+    bn = get_recipe("lucid_centered_bn")
+    assert bn.sizes == (64, 128, 256) and bn.stage.augment.blur == 0.0 and sum(bn.steps) == sum(default.steps)
+    assert replace(bn, sizes=default.sizes, steps=default.steps,
+                   stage=replace(bn.stage, augment=replace(bn.stage.augment, blur=4.0))) == default
+    assert get_recipe("lucid_centered_bn50") == replace(bn, steps=(50, 100, 100))
     centered = get_recipe("lucid_centered")
     assert centered.stage.bn_weight == 0 and centered.stage.tv_weight == 0
     assert replace(centered, stage=replace(centered.stage, bn_weight=default.stage.bn_weight,
-                                           tv_weight=default.stage.tv_weight)) == default
-    coarse = get_recipe("lucid_coarse")  # opt-in: a 32 px first stage and blurred views, nothing else
-    assert replace(coarse, sizes=default.sizes, steps=default.steps,
-                   stage=replace(coarse.stage, augment=replace(coarse.stage.augment, blur=0.0))) == default
-    assert sum(coarse.steps) == sum(default.steps) and coarse.stage.augment.blur == 4.0
+                                           tv_weight=default.stage.tv_weight)) == bn
     lucid = get_recipe("lucid")
     assert lucid.stage.augment.center_std is None
     assert replace(lucid, stage=replace(lucid.stage, augment=replace(lucid.stage.augment, center_std=0.4))) \
@@ -105,7 +108,7 @@ def test_phase_image_keeps_the_mean_colour():
 
 def test_phase_optimization_lowers_the_loss():
     """Optimizing only phases and mean colour still moves a tiny classifier toward the target."""
-    config = OptimizeConfig(steps=30, lr=0.1, parameterization="phase", augment=AugmentConfig(crops=2))
+    config = OptimizeConfig(steps=30, lr=0.1, parameterization="phase", augment=AugmentConfig(crops=2, blur=0.0))
     result = optimize(torch.rand(2, 3, 24, 24, generator=torch.Generator().manual_seed(0)), tiny_classifier(),
                       "class 3", config=config)
     assert result.images.shape == (2, 3, 24, 24) and 0 <= result.images.min() and result.images.max() <= 1
@@ -205,7 +208,7 @@ def test_a_turned_view_of_a_ramp_slopes_along_both_of_its_axes():
     through a whole-frame crop turned by a, brightens along the view's x by cos a and its y by sin a."""
     ramp = torch.linspace(0, 1, 64).expand(1, 1, 64, 64).contiguous()
     cfg = AugmentConfig(crops=1, crop_scale=(0.5, 0.5), crop_ratio=(1, 1), jitter=0.0, flip=False,
-                        center_std=0.0, rotate=40.0)
+                        center_std=0.0, rotate=40.0, blur=0.0)
     streams = ImageStreams.for_batch(1, 1)
     theta = view_thetas(cfg, ImageStreams.for_batch(1, 1))[0]
     view = random_views(ramp, (32, 32), cfg, streams)[0, 0]
@@ -220,12 +223,16 @@ def test_a_turned_view_of_a_ramp_slopes_along_both_of_its_axes():
 
 
 def test_blur_zero_draws_nothing_and_keeps_the_views():
-    """Sharp views (the default) draw no sigma, so every recipe without blur keeps its stream."""
-    assert view_blurs(AugmentConfig(), ImageStreams.for_batch(0, 3)) is None
+    """Sharp views draw no sigma, so every recipe without blur keeps its stream: the views are those
+    of the same config with blur drawn last, before the blur is applied."""
+    sharp_cfg = AugmentConfig(blur=0.0)
+    assert view_blurs(sharp_cfg, ImageStreams.for_batch(0, 3)) is None
+    assert view_blurs(AugmentConfig(), ImageStreams.for_batch(0, 3)) is not None  # the default blurs
     image = torch.rand(2, 3, 32, 32, generator=torch.Generator().manual_seed(1))
-    sharp = random_views(image, (24, 24), AugmentConfig(), ImageStreams.for_batch(4, 2))
-    again = random_views(image, (24, 24), AugmentConfig(blur=0.0), ImageStreams.for_batch(4, 2))
-    assert torch.equal(sharp, again)
+    sharp = random_views(image, (24, 24), sharp_cfg, ImageStreams.for_batch(4, 2))
+    thetas = view_thetas(sharp_cfg, ImageStreams.for_batch(4, 2))
+    assert torch.equal(thetas, view_thetas(AugmentConfig(), ImageStreams.for_batch(4, 2)))  # blur is drawn after
+    assert sharp.shape == (4, 3, 24, 24)
 
 
 def test_each_view_gets_its_own_blur():

@@ -12,7 +12,6 @@ import importlib.util
 import json
 import math
 import sys
-from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -70,8 +69,8 @@ def _check_widget_value(node_type: str, spec, value) -> None:
 
 
 def test_workflow_files_exist():
-    """Eight example workflows, each with an API twin of the same name."""
-    assert len(UI_FILES) == 8
+    """Seven example workflows, each with an API twin of the same name."""
+    assert len(UI_FILES) == 7
     assert [p.name for p in UI_FILES] == [p.name for p in API_FILES]
 
 
@@ -81,15 +80,20 @@ def test_committed_workflows_match_the_builder(classes):
         assert (WORKFLOW_DIR / rel).read_text() == text, f"{rel} is stale: run python workflows/build_workflows.py"
 
 
-def test_stage_chains_use_the_command_line_steps():
-    """The class and text workflows' three CaG Optimize stages run the command line's default steps."""
+def test_stage_chains_use_the_command_line_recipe():
+    """The class and text workflows' CaG Optimize stages run the command line's default recipe: its
+    stage sides, steps and view blur."""
     from cag_core.progressive import ProgressiveConfig
 
-    assert builder.DEFAULT_STEPS == ProgressiveConfig().steps
-    for name in ("cag_quick_start", "cag_class_without_mae", "cag_text_to_image"):
+    default = ProgressiveConfig()
+    assert builder.DEFAULT_STEPS == default.steps and builder.DEFAULT_SIDES == default.sizes
+    for name in ("cag_quick_start", "cag_class_with_mae", "cag_class_without_mae", "cag_text_to_image"):
         prompt = json.loads((WORKFLOW_DIR / "api" / f"{name}.json").read_text())
-        steps = [n["inputs"]["steps"] for n in prompt.values() if n["class_type"] == "CaGOptimize"]
-        assert tuple(steps) == ProgressiveConfig().steps, name
+        stages = [n["inputs"] for n in prompt.values() if n["class_type"] == "CaGOptimize"]
+        assert tuple(s["steps"] for s in stages) == default.steps, name
+        assert all(s["view_blur"] == default.stage.augment.blur for s in stages), name
+        noise = next(n["inputs"] for n in prompt.values() if n["class_type"] == "CaGInitNoise")
+        assert noise["width"] == noise["height"] == default.sizes[0], name
 
 
 @pytest.mark.parametrize("path", UI_FILES, ids=lambda p: p.name)
@@ -199,7 +203,7 @@ def execute(prompt: dict, classes: dict, saved: SavedImages) -> dict:
 @pytest.mark.parametrize("path", API_FILES, ids=lambda p: p.name)
 def test_api_workflow_runs_end_to_end(path: Path, classes, comfy):
     """Each API twin runs on tiny models and saves float32 images in [0, 1] at the first stage's side
-    times the upsampling (4x in the three-stage workflows, 8x in cag_coarse)."""
+    times the upsampling (8x in the four-stage workflows)."""
     prompt = substitute_tiny(json.loads(path.read_text()))
     saved = SavedImages()
     execute(prompt, classes, saved)
@@ -228,7 +232,7 @@ def test_quick_start_workflow_equals_the_command_line_engine(classes, comfy):
     for the same classifier, class, seed and recipe, bit for bit."""
     from cag_core.progressive import ProgressiveConfig
 
-    workflow, engine = _workflow_and_engine("cag_quick_start", ProgressiveConfig(sizes=(16, 32, 64), steps=(2,)),
+    workflow, engine = _workflow_and_engine("cag_quick_start", ProgressiveConfig(sizes=(16, 32, 64, 128), steps=(2,)),
                                             classes, comfy)
     assert torch.equal(workflow, engine)
 
@@ -247,23 +251,6 @@ def _workflow_and_engine(name, config, classes, comfy):
     path = comfy.folder_paths.get_full_path("cag_classifiers", TINY_CLASSIFIER)
     engine = generate(classifier_from_file(path), target, batch=noise["batch_size"], seed=noise["seed"], config=config)
     return saved.images[0], engine.images.movedim(1, -1)
-
-
-def test_coarse_workflow_is_the_lucid_coarse_recipe(classes, comfy):
-    """cag_coarse runs the opt-in recipe lucid_coarse: four stages from the quarter side, each twice the
-    last, views blurred by up to 4 px; on tiny models its images are generate()'s with that recipe."""
-    from cag_core.recipes import get_recipe
-
-    recipe = get_recipe("lucid_coarse")
-    full = json.loads((WORKFLOW_DIR / "api" / "cag_coarse.json").read_text())
-    stages = [n["inputs"] for n in full.values() if n["class_type"] == "CaGOptimize"]
-    assert tuple(s["steps"] for s in stages) == recipe.steps
-    assert all(s["view_blur"] == recipe.stage.augment.blur for s in stages)
-    noise = next(n["inputs"] for n in full.values() if n["class_type"] == "CaGInitNoise")
-    assert noise["width"] == recipe.sizes[0] and len(stages) == len(recipe.sizes)
-    workflow, engine = _workflow_and_engine("cag_coarse", replace(recipe, sizes=(16, 32, 64, 128), steps=(2,)),
-                                            classes, comfy)
-    assert torch.equal(workflow, engine)
 
 
 @pytest.mark.parametrize("name", ["cag_inpaint", "cag_outpaint"])

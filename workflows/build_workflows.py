@@ -94,16 +94,17 @@ class Graph:
     nodes: list[Node]
 
 
-# Steps per stage, 64 -> 128 -> 256: the command line's default, cag_core's ProgressiveConfig().steps
-# (tests/test_workflows.py checks that they agree).
-DEFAULT_STEPS = (100, 100, 100)
+# Sides and steps per stage, 32 -> 64 -> 128 -> 256: the command line's default, cag_core's
+# ProgressiveConfig().sizes and .steps (tests/test_workflows.py checks that they agree).
+DEFAULT_SIDES = (32, 64, 128, 256)
+DEFAULT_STEPS = (50, 50, 100, 100)
 
 
 def _stage_chain(first_id: int, classifier: int, target: int | None, mae: int | None, prefix: str,
                  steps: tuple[int, ...] = DEFAULT_STEPS, batch: int = 1, seed: int = 0,
-                 target_class: str = "207: golden retriever", sides: tuple[int, ...] = (64, 128, 256),
+                 target_class: str = "207: golden retriever", sides: tuple[int, ...] = DEFAULT_SIDES,
                  optimize_widgets: dict | None = None) -> list[Node]:
-    """Noise 64 -> optimize -> x2 -> optimize -> x2 -> optimize -> SaveImage (ids from first_id);
+    """Noise 32 -> optimize -> x2 -> optimize -> ... -> optimize at 256 -> SaveImage (ids from first_id);
     `sides` (each twice the one before) and `steps` give other schedules, `optimize_widgets` sets
     more widgets of every CaG Optimize stage.
 
@@ -140,27 +141,17 @@ def _stage_chain(first_id: int, classifier: int, target: int | None, mae: int | 
 
 
 # The photo workflows' CaG Optimize stages: crops anywhere in the frame, since the region to change can
-# be anywhere (the centred default looks at the middle more; the README's pictures were made so).
-CROPS_ANYWHERE = {"crop_center_std": 0.0}
+# be anywhere (the centred default looks at the middle more), and sharp views; the README's pictures
+# were made so.
+PHOTO_VIEWS = {"crop_center_std": 0.0, "view_blur": 0.0}
 
 GRAPHS = {
     "cag_quick_start": Graph(
-        "Quick start: the embedded EfficientNet-Lite0 (no download), no MAE, 64 -> 128 -> 256.",
+        "Quick start: the embedded EfficientNet-Lite0 (no download), no MAE, 32 -> 64 -> 128 -> 256.",
         [
             Node(1, "CaGLoadClassifier", {"source": "efficientnet-lite0"}, title="Classifier"),
             Node(2, "CaGClassPicker", {"class_name": "207: golden retriever"}, title="Class"),
             *_stage_chain(3, classifier=1, target=2, mae=None, prefix="cag_quick_start"),
-        ],
-    ),
-    "cag_coarse": Graph(
-        "The opt-in recipe lucid_coarse: a 32 px stage first (32 -> 64 -> 128 -> 256, 50/50/100/100 steps) and "
-        "views blurred by up to 4 px. Blind viewers named more of its images than the default's; the other "
-        "networks agreed a little less often (benchmarks/results/recipe_search).",
-        [
-            Node(1, "CaGLoadClassifier", {"source": "efficientnet-lite0"}, title="Classifier"),
-            Node(2, "CaGClassPicker", {"class_name": "207: golden retriever"}, title="Class"),
-            *_stage_chain(3, classifier=1, target=2, mae=None, prefix="cag_coarse", steps=(50, 50, 100, 100),
-                          sides=(32, 64, 128, 256), optimize_widgets={"view_blur": 4.0}),
         ],
     ),
     "cag_class_with_mae": Graph(
@@ -190,7 +181,7 @@ GRAPHS = {
             Node(1, "CaGLoadClassifier", {"source": "efficientnet-lite0"}, title="Classifier (generates)"),
             Node(2, "LoadImage", {"image": EXAMPLE_PHOTO.format("inpaint_coffee.png")}, title="Photo with its mask"),
             Node(3, "CaGOptimize", {"target_class": "928: ice cream", "steps": 150, "feather": 6, "seed": 0,
-                                    **CROPS_ANYWHERE},
+                                    **PHOTO_VIEWS},
                  {"image": (2, 0), "mask": (2, 1), "classifier": (1, 0)}, title="Optimize the masked region"),
             Node(4, "SaveImage", {"filename_prefix": "cag_inpaint"}, {"images": (3, 0)}, title="Save"),
             Node(5, "CaGLoadClassifier", {"source": "efficientnet-lite2"}, title="Judge (did not generate)"),
@@ -212,12 +203,12 @@ GRAPHS = {
             # fill_masked: the gray border starts as an extension of the sky; TV 5 keeps it smooth
             # (tried on this photo: without them the border became bright, busy noise).
             Node(5, "CaGOptimize", {"target_class": "540: drilling platform", "steps": 100, "seed": 0,
-                                    "fill_masked": True, "tv_weight": 5.0, **CROPS_ANYWHERE},
+                                    "fill_masked": True, "tv_weight": 5.0, **PHOTO_VIEWS},
                  {"image": (4, 0), "mask": (4, 1), "classifier": (1, 0)}, title="Optimize, half size"),
             Node(6, "CaGUpsample", {"scale_by": 2.0, "method": "bicubic"},
                  {"image": (5, 0), "mask": (3, 1), "original": (3, 0)}, title="Full size, the photo pasted back"),
             Node(7, "CaGOptimize", {"target_class": "540: drilling platform", "steps": 100, "seed": 0,
-                                    "tv_weight": 5.0, **CROPS_ANYWHERE},
+                                    "tv_weight": 5.0, **PHOTO_VIEWS},
                  {"image": (6, 0), "mask": (6, 1), "classifier": (1, 0)}, title="Optimize, full size"),
             Node(8, "SaveImage", {"filename_prefix": "cag_outpaint"}, {"images": (7, 0)}, title="Save"),
         ],
@@ -229,7 +220,7 @@ GRAPHS = {
             Node(1, "CaGLoadClassifier", {"source": "efficientnet-lite0"}, title="Classifier (generates)"),
             Node(2, "LoadImage", {"image": EXAMPLE_PHOTO.format("img2img_chelsea.jpg")}, title="Photo"),
             Node(3, "CaGOptimize", {"target_class": "277: red fox", "steps": 150, "anchor_weight": 100.0, "seed": 0,
-                                    **CROPS_ANYWHERE},
+                                    **PHOTO_VIEWS},
                  {"image": (2, 0), "classifier": (1, 0)}, title="Optimize toward the class"),
             Node(4, "SaveImage", {"filename_prefix": "cag_img2img"}, {"images": (3, 0)}, title="Save"),
             Node(5, "CaGLoadClassifier", {"source": "efficientnet-lite2"}, title="Judge (did not generate)"),
