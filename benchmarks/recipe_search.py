@@ -43,6 +43,8 @@ CLASSES: dict[str, tuple[int, ...]] = {
 FORBIDDEN = frozenset(
     (11, 120, 142, 196, 265, 325, 386, 441, 559, 624, 630, 702, 758, 833, 932, 939)
     + tuple(range(20, 960, 40)) + (5, 205, 405, 605, 805)
+    # the fresh held-out classes of the panel that made lucid_coarse the default (results/panel/heldout-fresh)
+    + (42, 116, 129, 240, 269, 356, 436, 459, 535, 615, 682, 748, 773, 838, 924, 956)
 )
 RESULTS = Path("benchmarks/results/recipe_search")
 
@@ -110,6 +112,15 @@ CANDIDATES: dict[str, Variant] = {
                                          chroma_decay=0.5, augment=_aug("lucid_centered_bn", blur=4.0)),
     "bn_from32": _variant("lucid_centered_bn from a 32 px stage: 32/64/128/256 px, 50/50/100/100 steps",
                           "lucid_centered_bn", dict(sizes=(32, 64, 128, 256), steps=(50, 50, 100, 100))),
+    # ---- screening of 2026-12-06 around the new default, lucid_coarse (8 tuning classes, seed 0) ----
+    "lucid_coarse": quality.VARIANTS["lucid_coarse"],  # the default, as quality.py measures it
+    "coarse_from16": _variant("lucid_coarse from a 16 px stage: 16/32/64/128/256 px, 25/25/50/100/100 steps",
+                              "lucid_coarse", dict(sizes=(16, 32, 64, 128, 256), steps=(25, 25, 50, 100, 100))),
+    "coarse_blur6": _variant("lucid_coarse, views blurred by sigma U(0, 6) px", "lucid_coarse",
+                             augment=_aug("lucid_coarse", blur=6.0)),
+    "coarse_c025": _variant("lucid_coarse, crop centres N(0, 0.25)", "lucid_coarse",
+                            augment=_aug("lucid_coarse", center_std=0.25)),
+    "coarse_bn002": _variant("lucid_coarse, BN-statistics weight 0.002", "lucid_coarse", bn_weight=0.002),
 }
 
 GROUPS: dict[str, tuple[str, ...]] = {
@@ -118,6 +129,7 @@ GROUPS: dict[str, tuple[str, ...]] = {
                  "phase_c04_f02_64", "lucid_c04_f02_64"),
     "screen": ("lucid", "lucid_centered", "phase_focus", "phase_focus_enough90", "phase_focus_slope16",
                "lucid_centered_focus"),
+    "coarse": ("lucid_coarse", "coarse_from16", "coarse_blur6", "coarse_c025", "coarse_bn002"),
 }
 
 
