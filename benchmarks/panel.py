@@ -366,7 +366,6 @@ def report_markdown(report: dict, brisque: dict[str, float] | None = None) -> st
              "mean photo score, 1 = abstract texture, 3 = recognizable but strange, 5 = a photo.", "", head,
              "|---|" + "---|---|" * len(viewers) + ("---|" if brisque is not None else "")]
     for method, cells in report["methods"].items():
-        cells = {v: cells[v] if cells[v]["of"] else dict(cells[v], named="-", photo_score=None) for v in viewers}
         row = f"| {method} | "
         row += " | ".join(
             (f"{c['named']}/{c['of']}" if c["of"] else "-") + (f" ({c['unanswered']} no guess)" if c["unanswered"] else "")
