@@ -102,11 +102,9 @@ DEFAULT_STEPS = (50, 50, 100, 100)
 
 def _stage_chain(first_id: int, classifier: int, target: int | None, mae: int | None, prefix: str,
                  steps: tuple[int, ...] = DEFAULT_STEPS, batch: int = 1, seed: int = 0,
-                 target_class: str = "207: golden retriever", sides: tuple[int, ...] = DEFAULT_SIDES,
-                 optimize_widgets: dict | None = None) -> list[Node]:
+                 target_class: str = "207: golden retriever", sides: tuple[int, ...] = DEFAULT_SIDES) -> list[Node]:
     """Noise 32 -> optimize -> x2 -> optimize -> ... -> optimize at 256 -> SaveImage (ids from first_id);
-    `sides` (each twice the one before) and `steps` give other schedules, `optimize_widgets` sets
-    more widgets of every CaG Optimize stage.
+    `sides` (each twice the one before) and `steps` give other schedules.
 
     target: the class picker feeding every stage's target_text; each stage's own target_class is
     set to the same class, so the graph still makes that class if the picker is disconnected.
@@ -132,7 +130,7 @@ def _stage_chain(first_id: int, classifier: int, target: int | None, mae: int | 
             # One seed for the noise and every stage, as `python -m cag_core generate --seed` uses it: the
             # stages still draw different views (each stage's streams are keyed by its image size).
             {"target_class": target_class, "steps": stage_steps, "lr": 0.05, "crops": 2, "parameterization": "fourier",
-             "seed": seed, **(optimize_widgets or {})},
+             "seed": seed},
             {"image": (image, 0), **optimize_links}, title=f"Optimize {side}x{side}",
         ))
         image += 1
