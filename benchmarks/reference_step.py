@@ -12,7 +12,8 @@ It uses the engine's models (weights), the same starting parameters and the same
 in the same order (MAE masking noise [B, L], then the view matrices), so its loss and gradient
 must equal the engine's up to rounding: `benchmarks.speed` and tests/test_speed_equivalence.py
 check that. Each view is blurred by its own 2-D Gaussian kernel when the config blurs views (the
-engine: two 1-D passes over all views at once). Supported: one classifier, the per-image losses (target cross-entropy, the BN-statistics
+engine: two 1-D passes over all views at once), and gets its own noise, the fixed field rolled by
+torch.roll, when the config adds view noise (the engine: one gather for all views). Supported: one classifier, the per-image losses (target cross-entropy, the BN-statistics
 prior measured per image on the plain model's BatchNorm layers, total variation; diversity weight
 0), paste_visible False -- the settings the benchmark runs.
 """
@@ -25,7 +26,7 @@ import math
 import torch
 import torch.nn.functional as F
 
-from cag_core.augment import NO_AUGMENT, AugmentConfig
+from cag_core.augment import NOISE_FIELD_SEED, NO_AUGMENT, AugmentConfig
 from cag_core.classifier import Classifier
 from cag_core.mae import IMAGENET_MEAN, IMAGENET_STD, MaskedAutoencoder
 from cag_core.optimize import OptimizeConfig
@@ -145,6 +146,25 @@ def view_sigmas(cfg: AugmentConfig, streams: ImageStreams) -> torch.Tensor | Non
     return torch.cat([cfg.blur * torch.rand(cfg.crops, generator=g) for g in streams.generators])
 
 
+def view_noise_draws(cfg: AugmentConfig, streams: ImageStreams) -> torch.Tensor | None:
+    """[batch * crops, 3]: each view's noise std U(0, noise) and its field offsets, drawn after the
+    blur sigmas (as augment.view_noises); None for clean views."""
+    if not cfg.noise:
+        return None
+    draws = torch.cat([torch.rand(cfg.crops, 3, generator=g) for g in streams.generators])
+    draws[:, 0] *= cfg.noise
+    return draws
+
+
+def noise_one(view: torch.Tensor, draw: torch.Tensor) -> torch.Tensor:
+    """One view [1, C, H, W] plus its noise: the fixed standard-normal field (regenerated from its
+    seed), rolled up by row offset x H and left by column offset x W, times its std."""
+    _, c, h, w = view.shape
+    field = torch.randn((c, h, w), generator=torch.Generator().manual_seed(NOISE_FIELD_SEED)).to(view.device)
+    dy, dx = min(int(draw[1] * h), h - 1), min(int(draw[2] * w), w - 1)
+    return view + float(draw[0]) * torch.roll(field, shifts=(-dy, -dx), dims=(1, 2))[None]
+
+
 def one_view(image: torch.Tensor, theta: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
     with torch.autocast(image.device.type, enabled=False):  # sampling positions in fp32, as in the engine
         grid = F.affine_grid(theta[None].float(), [1, image.shape[1], *size], align_corners=False)
@@ -200,6 +220,7 @@ def reference_loss(
         noise = torch.stack([torch.rand(mae.config.num_patches, generator=g) for g in streams.generators])
     thetas = None if cfg == NO_AUGMENT else view_matrices(cfg, streams).to(params.device)
     sigmas = None if cfg == NO_AUGMENT else view_sigmas(cfg, streams)
+    noises = None if cfg == NO_AUGMENT else view_noise_draws(cfg, streams)
     view_size = (config.view_size,) * 2 if config.view_size else classifier.input_size
     total = params.new_zeros(())
     for i in range(batch):
@@ -217,6 +238,8 @@ def reference_loss(
             views = [one_view(image, thetas[i * cfg.crops + j], view_size) for j in range(cfg.crops)]
             if sigmas is not None:
                 views = [blur_one(v, sigmas[i * cfg.crops + j], cfg.blur) for j, v in enumerate(views)]
+            if noises is not None:
+                views = [noise_one(v, noises[i * cfg.crops + j]) for j, v in enumerate(views)]
             views = torch.cat(views)
         with bn_distances(classifier, config.bn_weight > 0) as distances:
             log_probs = F.log_softmax(classify(classifier, views).float(), dim=-1)

@@ -9,6 +9,7 @@ seed gives the same views on any device and in any batch.
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass
 
@@ -30,6 +31,10 @@ MAX_BLUR = 8.0  # view blur sigma, in pixels of the classifier's input (the kern
 # stage): blind viewers named more of its images than of the sharp-view recipe's in four panels,
 # the last on 16 fresh held-out classes x 2 seeds (benchmarks/results/recipe_search/README.md).
 DEFAULT_VIEW_BLUR = 4.0
+MAX_NOISE = 1.0  # view noise standard deviation, in pixel values (an image spans 0..1)
+DEFAULT_VIEW_NOISE = 0.0
+# The seed of the one standard-normal field every view's noise is cut from (`noise_field`).
+NOISE_FIELD_SEED = 2211_14794
 
 
 def center_std_or_uniform(value: float | None) -> float | None:
@@ -55,6 +60,11 @@ class AugmentConfig:
     # input: evidence the classifier still finds through the blur lies in coarser shapes than the
     # pixel-scale texture a non-robust network also responds to. 0 = sharp views, nothing drawn.
     blur: float = DEFAULT_VIEW_BLUR
+    # Gaussian noise added to each view, standard deviation uniform in [0, noise] pixel values:
+    # randomized smoothing. What the classifier still sees through the noise are shapes and colours,
+    # not the faint pixel patterns a non-robust network also answers to, so the step's gradient,
+    # averaged over noisy views, draws the former. 0 = clean views, nothing drawn.
+    noise: float = DEFAULT_VIEW_NOISE
 
     def __post_init__(self):
         if self.crops < 1:
@@ -70,11 +80,13 @@ class AugmentConfig:
             raise CaGError(f"rotate must be between 0 and 180 degrees, got {self.rotate}.")
         if not (math.isfinite(self.blur) and 0 <= self.blur <= MAX_BLUR):
             raise CaGError(f"blur must be between 0 and {MAX_BLUR} pixels, got {self.blur}.")
+        if not (math.isfinite(self.noise) and 0 <= self.noise <= MAX_NOISE):
+            raise CaGError(f"noise must be between 0 and {MAX_NOISE} (pixel values), got {self.noise}.")
 
 
 # No augmentation: the whole image, unshifted and sharp (the paper's plain baseline).
 NO_AUGMENT = AugmentConfig(crops=1, crop_scale=(1.0, 1.0), crop_ratio=(1.0, 1.0), jitter=0.0, flip=False,
-                           center_std=None, blur=0.0)
+                           center_std=None, blur=0.0, noise=0.0)
 
 
 def view_thetas(cfg: AugmentConfig, streams: ImageStreams) -> torch.Tensor:
@@ -120,6 +132,40 @@ def view_blurs(cfg: AugmentConfig, streams: ImageStreams) -> torch.Tensor | None
     return cfg.blur * streams.rand(cfg.crops).reshape(len(streams) * cfg.crops)
 
 
+def view_noises(cfg: AugmentConfig, streams: ImageStreams) -> torch.Tensor | None:
+    """[B * crops, 3] (None when cfg.noise is 0): each view's noise standard deviation, U(0, noise),
+    and where its noise is cut from the shared field (row and column offsets as fractions of the
+    side, U(0, 1)); drawn after `view_blurs`'s numbers from the same streams."""
+    if not cfg.noise:
+        return None
+    u = streams.rand(cfg.crops, 3).reshape(len(streams) * cfg.crops, 3)
+    return torch.cat([cfg.noise * u[:, :1], u[:, 1:]], dim=1)
+
+
+@functools.lru_cache(maxsize=16)
+def noise_field(channels: int, height: int, width: int, device: torch.device = torch.device("cpu")) -> torch.Tensor:
+    """[C, H, W] standard normal, from a fixed CPU seed: the same numbers on every device and in
+    every run. Each view's noise is this field rolled by its own offsets (`add_view_noise`), so a
+    step draws 3 numbers per view rather than C x H x W, and a CUDA graph replays it as it is."""
+    field = torch.randn((channels, height, width), generator=torch.Generator().manual_seed(NOISE_FIELD_SEED))
+    return field.to(device)
+
+
+def add_view_noise(views: torch.Tensor, noises: torch.Tensor) -> torch.Tensor:
+    """views [N, C, H, W] + each view's noise: `noise_field` rolled up by row offset x H and left by
+    column offset x W (wrapping), times the view's standard deviation; noises [N, 3] from `view_noises`."""
+    n, c, h, w = views.shape
+    field = noise_field(c, h, w, views.device).to(views.dtype).reshape(c, h * w)
+    noises = noises.to(views.device, torch.float32)
+    dy = (noises[:, 1] * h).long().clamp(max=h - 1)
+    dx = (noises[:, 2] * w).long().clamp(max=w - 1)
+    rows = (torch.arange(h, device=views.device)[None, :, None] + dy[:, None, None]) % h
+    cols = (torch.arange(w, device=views.device)[None, None, :] + dx[:, None, None]) % w
+    index = (rows * w + cols).reshape(n, h * w)
+    noise = field[:, index].permute(1, 0, 2).reshape(n, c, h, w)  # one gather for every view
+    return views + noises[:, 0].to(views.dtype).view(n, 1, 1, 1) * noise
+
+
 def blur_views(views: torch.Tensor, sigmas: torch.Tensor, max_sigma: float) -> torch.Tensor:
     """Each view [N, C, H, W] blurred by its own Gaussian (sigmas [N]): two depthwise passes with one
     kernel per view. The kernel's width follows max_sigma, not the draw, so the shapes are static."""
@@ -140,16 +186,18 @@ def random_views(
 ) -> torch.Tensor:
     """[B * crops, C, *out_size]; the views of image i are rows i*crops .. (i+1)*crops-1."""
     thetas = None if cfg == NO_AUGMENT else view_thetas(cfg, streams)
-    return views_from_thetas(images, out_size, cfg, thetas, view_blurs(cfg, streams))
+    blurs = view_blurs(cfg, streams)
+    return views_from_thetas(images, out_size, cfg, thetas, blurs, view_noises(cfg, streams))
 
 
 def views_from_thetas(
     images: torch.Tensor, out_size: tuple[int, int], cfg: AugmentConfig, thetas: torch.Tensor | None,
     blurs: torch.Tensor | None = None,
+    noises: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """`random_views` with its random numbers given (matrices [B * crops, 2, 3] from `view_thetas`,
-    on any device, None for NO_AUGMENT; blur sigmas [B * crops] from `view_blurs` or None): a captured
-    CUDA graph takes them as static inputs."""
+    on any device, None for NO_AUGMENT; blur sigmas [B * crops] from `view_blurs` or None; noise
+    draws [B * crops, 3] from `view_noises` or None): a captured CUDA graph takes them as static inputs."""
     if cfg == NO_AUGMENT:  # the whole image, resized; nothing random
         if tuple(images.shape[-2:]) == tuple(out_size):
             return images
@@ -167,4 +215,6 @@ def views_from_thetas(
         views = F.grid_sample(source, grid, mode="bilinear", padding_mode="reflection", align_corners=False)
         if blurs is not None:
             views = blur_views(views, blurs, cfg.blur)
+        if noises is not None:  # after the blur: the noise itself stays sharp
+            views = add_view_noise(views, noises)
     return views.to(images.dtype)

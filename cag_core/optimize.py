@@ -17,12 +17,12 @@ from __future__ import annotations
 
 import contextlib
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Callable, Optional, Protocol
 
 import torch
 
-from .augment import NO_AUGMENT, AugmentConfig, view_blurs, view_thetas, views_from_thetas
+from .augment import NO_AUGMENT, AugmentConfig, view_blurs, view_noises, view_thetas, views_from_thetas
 from .classifier import Classifier, Ensemble, as_ensemble
 from .cpu_linear import cpu_linear_mode
 from .errors import CaGError, NonFiniteLossError
@@ -312,13 +312,11 @@ def optimize(
         defer = defer_loss_read(device)
         pending: tuple[int, torch.Tensor | None, torch.Tensor] | None = None
 
-        def step_fn(
-            noise: torch.Tensor | None, thetas: torch.Tensor | None, blurs: torch.Tensor | None
-        ) -> tuple[torch.Tensor, torch.Tensor]:
+        def step_fn(*randoms: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
             optimizer.zero_grad(set_to_none=True)
             images, image_losses = forward(
                 image_fn, ensemble, target, mae, config, view_size, views, bn_stats, chunk,
-                StepRandoms(noise, thetas, blurs), region,
+                StepRandoms(*randoms), region,
             )
             image_losses.sum().backward()  # each image's gradient is that of its own loss
             optimizer.step()
@@ -349,7 +347,7 @@ def optimize(
             ):
                 for step in range(config.steps):
                     randoms = draw_step_randoms(mae, config, streams)
-                    images, loss = runner(randoms.noise, randoms.thetas, randoms.blurs)
+                    images, loss = runner(*randoms.tensors())
                     done = (step, runner.keep(images) if callback is not None else None, runner.keep(loss))
                     if defer:  # report the previous step, now that this one is queued
                         done, pending = pending, done
@@ -371,11 +369,17 @@ def optimize(
 @dataclass(frozen=True)
 class StepRandoms:
     """One step's random numbers. Drawn on the CPU from each image's stream, MAE mask noise first,
-    then the view matrices, so a seed gives the same images on every device, captured or not."""
+    then the view matrices, blur sigmas and noise draws, so a seed gives the same images on every
+    device, captured or not."""
 
     noise: torch.Tensor | None  # [B, L] MAE masking noise; None without an MAE or without masking
     thetas: torch.Tensor | None  # [B * crops, 2, 3] view matrices; None without augmentation
     blurs: torch.Tensor | None = None  # [B * crops] view blur sigmas; None unless augment.blur
+    view_noise: torch.Tensor | None = None  # [B * crops, 3] view noise draws; None unless augment.noise
+
+    def tensors(self) -> list[torch.Tensor | None]:
+        """Every field in order (a StepRunner's inputs; StepRandoms(*tensors) rebuilds it)."""
+        return [getattr(self, f.name) for f in fields(self)]
 
 
 def draw_step_randoms(mae: Reconstructor | None, config: OptimizeConfig, streams: ImageStreams) -> StepRandoms:
@@ -384,7 +388,9 @@ def draw_step_randoms(mae: Reconstructor | None, config: OptimizeConfig, streams
         noise = torch.cat([mae.sample_noise(1, generator) for generator in streams.generators])
     if config.augment == NO_AUGMENT:
         return StepRandoms(noise, None)
-    return StepRandoms(noise, view_thetas(config.augment, streams), view_blurs(config.augment, streams))
+    thetas = view_thetas(config.augment, streams)
+    blurs = view_blurs(config.augment, streams)
+    return StepRandoms(noise, thetas, blurs, view_noises(config.augment, streams))
 
 
 def step_forward(
@@ -464,7 +470,7 @@ def _step_loss(
     source = images
     if mae is not None:
         source = mae.reconstruct(images, config.mask_ratio, None, config.paste_visible, noise=randoms.noise)
-    crops = views_from_thetas(source, view_size, config.augment, randoms.thetas, randoms.blurs)
+    crops = views_from_thetas(source, view_size, config.augment, randoms.thetas, randoms.blurs, randoms.view_noise)
     losses = images.new_zeros(batch, dtype=torch.float32)
     total_weight = sum(ensemble.weights)
     fast = _runs_fast(config, images.device)

@@ -5,7 +5,9 @@ from dataclasses import replace
 import pytest
 import torch
 
-from cag_core.augment import AugmentConfig, blur_views, random_views, view_blurs, view_thetas
+from cag_core.augment import (
+    AugmentConfig, add_view_noise, blur_views, noise_field, random_views, view_blurs, view_noises, view_thetas,
+)
 from cag_core.streams import ImageStreams
 from cag_core.errors import CaGError
 from cag_core.optimize import OptimizeConfig, optimize
@@ -271,6 +273,57 @@ def test_bad_blur_is_refused(blur):
 def test_bad_rotate_is_refused(rotate):
     with pytest.raises(CaGError, match="rotate must be between 0 and 180"):
         AugmentConfig(rotate=rotate)
+
+
+# ---- noisy views (randomized smoothing) -------------------------------------------------------
+
+
+def test_noise_zero_draws_nothing_and_noise_comes_after_the_blur():
+    """Clean views draw nothing, so recipes without noise keep their streams; with noise, the view
+    matrices and blur sigmas are those of the clean recipe (the noise is drawn last)."""
+    assert view_noises(AugmentConfig(noise=0.0), ImageStreams.for_batch(0, 3)) is None
+    cfg = AugmentConfig(crops=2, blur=2.0, noise=0.3)
+    streams, clean = ImageStreams.for_batch(7, 40), ImageStreams.for_batch(7, 40)
+    assert torch.equal(view_thetas(cfg, streams), view_thetas(replace(cfg, noise=0.0), clean))
+    assert torch.equal(view_blurs(cfg, streams), view_blurs(replace(cfg, noise=0.0), clean))
+    draws = view_noises(cfg, streams)
+    assert draws.shape == (80, 3)
+    assert 0 <= draws[:, 0].min() and draws[:, 0].max() <= 0.3 and draws[:, 0].std() > 0.05
+    assert 0 <= draws[:, 1:].min() and draws[:, 1:].max() < 1
+
+
+def test_view_noise_is_the_shared_field_rolled_and_scaled():
+    """Each view gets the fixed field rolled by its own offsets, times its own std: std 0 leaves the
+    view as it was, the same field comes back for every call, and a batch equals each view alone."""
+    field = noise_field(3, 20, 30)
+    assert torch.equal(field, noise_field(3, 20, 30))
+    assert abs(float(field.mean())) < 0.05 and abs(float(field.std()) - 1) < 0.05
+    views = torch.rand(3, 3, 20, 30, generator=torch.Generator().manual_seed(3))
+    draws = torch.tensor([[0.0, 0.5, 0.5], [0.2, 0.0, 0.0], [0.5, 0.25, 0.9]])
+    noisy = add_view_noise(views, draws)
+    assert torch.equal(noisy[0], views[0])
+    assert torch.allclose(noisy[1], views[1] + 0.2 * field)
+    assert torch.allclose(noisy[2], views[2] + 0.5 * torch.roll(field, shifts=(-5, -27), dims=(1, 2)))
+    for i in range(3):
+        assert torch.equal(add_view_noise(views[i : i + 1], draws[i : i + 1]), noisy[i : i + 1])
+
+
+def test_noisy_views_differ_from_step_to_step_and_image_to_image():
+    cfg = AugmentConfig(crops=1, noise=0.3, blur=0.0, crop_scale=(1.0, 1.0), jitter=0.0, flip=False)
+    image = torch.full((2, 3, 16, 16), 0.5)
+    streams = ImageStreams.for_batch(1, 2)
+    first, second = random_views(image, (16, 16), cfg, streams), random_views(image, (16, 16), cfg, streams)
+    assert not torch.allclose(first, second)  # a new draw each step
+    assert not torch.allclose(first[0] - 0.5, first[1] - 0.5)  # and per image
+    # image 1 of a batch is image 0 of a batch keyed one further: its own stream, not the batch's
+    alone = random_views(image[:1], (16, 16), cfg, ImageStreams([(1, 1)]))
+    assert torch.equal(alone[0], first[1])
+
+
+@pytest.mark.parametrize("noise", [-0.1, 1.5, float("nan")])
+def test_bad_noise_is_refused(noise):
+    with pytest.raises(CaGError, match="noise must be between 0 and 1"):
+        AugmentConfig(noise=noise)
 
 
 # ---- contrast and focus priors ---------------------------------------------------------------

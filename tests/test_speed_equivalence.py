@@ -73,6 +73,24 @@ def test_batched_step_equals_per_image_reference(with_mae, param, priors):
     assert float((grad - ref_grad).norm() / ref_grad.norm()) < 1e-4
 
 
+@pytest.mark.parametrize("with_mae", [True, False], ids=["mae", "no-mae"])
+def test_noisy_views_step_equals_per_image_reference(with_mae):
+    """View noise (the fixed field rolled per view, one gather in the engine, torch.roll per view in
+    the reference) keeps the engine's step equal to the plain one."""
+    classifier = tiny_classifier()
+    mae = mae_from_config(TINY_MAE, seed=0) if with_mae else None
+    images = torch.rand(2, 3, 24, 20, generator=torch.Generator().manual_seed(4))
+    target = parse_target("class 1\nclass 3", classifier.class_names, 2)
+    config = OptimizeConfig(augment=AugmentConfig(crops=3, noise=0.3))
+    loss, grad = _engine(images, classifier, target, config, mae, seed=9)
+    ref_loss, ref_grad = _reference(images, classifier, target, config, mae, seed=9)
+    clean_loss, _ = _engine(images, classifier, target, replace(config, augment=replace(config.augment, noise=0.0)),
+                            mae, seed=9)
+    assert not torch.allclose(loss, clean_loss)  # the noise reached the classifier
+    assert torch.allclose(loss, ref_loss, rtol=1e-5)
+    assert float((grad - ref_grad).norm() / ref_grad.norm()) < 1e-4
+
+
 def test_views_in_chunks_give_the_same_step():
     """The CPU path classifies views in chunks; loss and gradient equal the all-at-once step (for
     ResNet-50 and EfficientNet-Lite0 at 224 px bit for bit; a tiny net at 32 px may round differently)."""
