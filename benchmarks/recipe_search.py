@@ -45,6 +45,9 @@ FORBIDDEN = frozenset(
     + tuple(range(20, 960, 40)) + (5, 205, 405, 605, 805)
     # the fresh held-out classes of the panel that made lucid_coarse the default (results/panel/heldout-fresh)
     + (42, 116, 129, 240, 269, 356, 436, 459, 535, 615, 682, 748, 773, 838, 924, 956)
+    # the second and third fresh draws (results/panel/heldout-fresh2, heldout-noise)
+    + (24, 69, 161, 245, 280, 360, 393, 479, 504, 608, 625, 693, 765, 871, 918, 967)
+    + (52, 70, 137, 214, 297, 352, 423, 494, 502, 568, 667, 711, 781, 816, 935, 944)
 )
 RESULTS = Path("benchmarks/results/recipe_search")
 
@@ -121,6 +124,10 @@ CANDIDATES: dict[str, Variant] = {
     "coarse_c025": _variant("lucid_coarse, crop centres N(0, 0.25)", "lucid_coarse",
                             augment=_aug("lucid_coarse", center_std=0.25)),
     "coarse_bn002": _variant("lucid_coarse, BN-statistics weight 0.002", "lucid_coarse", bn_weight=0.002),
+    # ---- 2026-12-06 night: noisy views (randomized smoothing) on lucid_coarse ----
+    **{f"coarse_noise{round(100 * s):02d}": _variant(f"lucid_coarse, view noise std U(0, {s:g})", "lucid_coarse",
+                                                     augment=_aug("lucid_coarse", noise=s))
+       for s in (0.05, 0.1, 0.2, 0.3, 0.5)},
 }
 
 GROUPS: dict[str, tuple[str, ...]] = {
@@ -130,6 +137,7 @@ GROUPS: dict[str, tuple[str, ...]] = {
     "screen": ("lucid", "lucid_centered", "phase_focus", "phase_focus_enough90", "phase_focus_slope16",
                "lucid_centered_focus"),
     "coarse": ("lucid_coarse", "coarse_from16", "coarse_blur6", "coarse_c025", "coarse_bn002"),
+    "noise": ("lucid_coarse", "coarse_noise05", "coarse_noise10", "coarse_noise20", "coarse_noise30", "coarse_noise50"),
 }
 
 
