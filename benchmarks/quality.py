@@ -147,20 +147,28 @@ VARIANTS: dict[str, Variant] = {
     "tv": _tuned("fourier, TV 0.05", stage=dict(tv_weight=0.05)),
     "bn": _tuned("fourier, BN statistics 0.001", stage=dict(bn_weight=0.001)),
 }
-# The pack's default, ProgressiveConfig() (recipe lucid_coarse since 2026-12-06); the defaults before
-# it (recipe lucid_centered_bn, 2026-12-02; lucid_centered, 2026-12-01; recipe lucid: crops anywhere,
-# on which the rows below were measured); the ensemble (on the ladder's `fourier` row).
+# The pack's default, ProgressiveConfig() (recipe lucid_smoothed since the evening of 2026-12-06); the
+# defaults before it (recipe lucid_coarse, 2026-12-06; lucid_centered_bn, 2026-12-02; lucid_centered,
+# 2026-12-01; recipe lucid: crops anywhere, on which the rows below were measured); the ensemble (on
+# the ladder's `fourier` row).
 VARIANTS["default"] = Variant(
-    "recommended default (recipe lucid_coarse): fourier, 2 crops centred N(0, 0.4) and blurred by sigma U(0, 4) px, "
-    "BN-statistics 0.001 and TV 0.05 per image, classifier at 224, 32 -> 64 -> 128 -> 256 px, 50/50/100/100 steps",
+    "recommended default (recipe lucid_smoothed): fourier, 2 crops centred N(0, 0.4), blurred by sigma U(0, 4) px "
+    "and with noise of std U(0, 0.3), BN-statistics 0.001 and TV 0.05 per image, classifier at 224, "
+    "32 -> 64 -> 128 -> 256 px, 50/50/100/100 steps",
     ProgressiveConfig(),
 )
 # The default's records are stored under its recipe's name: the same variant, renamed.
-VARIANTS["lucid_coarse"] = replace(
+VARIANTS["lucid_smoothed"] = replace(
     VARIANTS["default"],
-    description="the default since 2026-12-06 (recipe lucid_coarse): fourier, 2 crops centred N(0, 0.4) and blurred by "
-    "sigma U(0, 4) px, BN-statistics 0.001 and TV 0.05 per image, classifier at 224, 32 -> 64 -> 128 -> 256 px, "
-    "50/50/100/100 steps",
+    description="the default since the evening of 2026-12-06 (recipe lucid_smoothed): fourier, 2 crops centred "
+    "N(0, 0.4), blurred by sigma U(0, 4) px and with noise of std U(0, 0.3), BN-statistics 0.001 and TV 0.05 per "
+    "image, classifier at 224, 32 -> 64 -> 128 -> 256 px, 50/50/100/100 steps",
+)
+VARIANTS["lucid_coarse"] = Variant(
+    "the default of 2026-12-06 until the evening (recipe lucid_coarse): fourier, 2 crops centred N(0, 0.4) and "
+    "blurred by sigma U(0, 4) px, BN-statistics 0.001 and TV 0.05 per image, classifier at 224, "
+    "32 -> 64 -> 128 -> 256 px, 50/50/100/100 steps",
+    get_recipe("lucid_coarse"),
 )
 VARIANTS["lucid_centered_bn"] = Variant(
     "the default from 2026-12-02 to 2026-12-06 (recipe lucid_centered_bn): fourier, 2 crops centred N(0, 0.4), "

@@ -126,6 +126,10 @@ def add_recipe_arguments(parser: argparse.ArgumentParser) -> argparse._ArgumentG
                         help=f"blur each view by a Gaussian of sigma U(0, this) px of the classifier's input (0 = sharp "
                         f"views, the recipe before 2026-12-06). Default {DEFAULTS.stage.augment.blur:g}, or 0 with --init "
                         "(measured with sharp views)")
+    recipe.add_argument("--view-noise", type=float, default=None,
+                        help=f"add Gaussian noise of std U(0, this) pixel values (0..1) to each view (0 = clean views, "
+                        f"recipe lucid_coarse and those before it). Default {DEFAULTS.stage.augment.noise:g}, or 0 with --init "
+                        "(measured with clean views)")
     recipe.add_argument("--no-flip", action="store_true")
     recipe.add_argument("--diversity", type=float, default=DEFAULTS.stage.diversity_weight)
     recipe.add_argument("--bn", type=float, default=DEFAULTS.stage.bn_weight,
@@ -143,19 +147,27 @@ def resolve_device(choice: str) -> torch.device:
     return device
 
 
+def _given_or_default(given: float | None, default: float, args: argparse.Namespace) -> float:
+    """A view option as given, else its default, but 0 when starting from a picture (--init): the
+    photo recipes were measured with crops anywhere, sharp and clean views."""
+    if given is not None:
+        return given
+    return 0.0 if getattr(args, "init", None) else default
+
+
 def crop_center_std(args: argparse.Namespace) -> float:
-    """--crop-center-std as given, else the default: centred crops, but anywhere when starting from a picture."""
-    if args.crop_center_std is not None:
-        return args.crop_center_std
-    return 0.0 if getattr(args, "init", None) else DEFAULTS.stage.augment.center_std
+    """--crop-center-std: centred crops, but anywhere when starting from a picture."""
+    return _given_or_default(args.crop_center_std, DEFAULTS.stage.augment.center_std, args)
 
 
 def view_blur(args: argparse.Namespace) -> float:
-    """--view-blur as given, else the default: blurred views, but sharp ones when starting from a picture
-    (the photo recipes were measured with sharp views)."""
-    if args.view_blur is not None:
-        return args.view_blur
-    return 0.0 if getattr(args, "init", None) else DEFAULTS.stage.augment.blur
+    """--view-blur: blurred views, but sharp ones when starting from a picture."""
+    return _given_or_default(args.view_blur, DEFAULTS.stage.augment.blur, args)
+
+
+def view_noise(args: argparse.Namespace) -> float:
+    """--view-noise: noisy views, but clean ones when starting from a picture."""
+    return _given_or_default(args.view_noise, DEFAULTS.stage.augment.noise, args)
 
 
 def config_from_args(args: argparse.Namespace) -> ProgressiveConfig:
@@ -166,6 +178,7 @@ def config_from_args(args: argparse.Namespace) -> ProgressiveConfig:
         jitter=args.jitter,
         flip=not args.no_flip,
         blur=view_blur(args),
+        noise=view_noise(args),
     )
     stage = replace(
         DEFAULTS.stage,

@@ -7,8 +7,8 @@ import math
 
 import torch
 
-from ..cag_core.augment import (DEFAULT_CENTER_STD, DEFAULT_CROP_SCALE, DEFAULT_VIEW_BLUR, MAX_BLUR, AugmentConfig,
-                                center_std_or_uniform)
+from ..cag_core.augment import (DEFAULT_CENTER_STD, DEFAULT_CROP_SCALE, DEFAULT_VIEW_BLUR, DEFAULT_VIEW_NOISE, MAX_BLUR,
+                                MAX_NOISE, AugmentConfig, center_std_or_uniform)
 from ..cag_core.classifier import as_ensemble
 from ..cag_core.errors import CaGError, NonFiniteLossError, report_out_of_memory
 from ..cag_core.optimize import DEFAULT_BN_WEIGHT, DEFAULT_TV_WEIGHT, OptimizeConfig, optimize
@@ -200,13 +200,20 @@ class CaGOptimize:
                     "panels). 4 with the 32 -> 64 -> 128 -> 256 px stages is the default recipe; 0 = sharp views "
                     "(the recipe before 2026-12-06, and what the photo workflows use).",
                 }),
+                "view_noise": ("FLOAT", {
+                    "default": DEFAULT_VIEW_NOISE, "min": 0.0, "max": MAX_NOISE, "step": 0.05,
+                    "tooltip": "Add Gaussian noise of up to this standard deviation (pixel values 0-1) to each random "
+                    "view the classifier sees (randomized smoothing): the image must convince it with shapes that "
+                    "survive the noise, not faint pixel patterns. 0.3 is the default recipe; 0 = clean views (recipe "
+                    "lucid_coarse and those before it, and what the photo workflows use).",
+                }),
             },
             "hidden": {"unique_id": "UNIQUE_ID"},
         }
 
     @classmethod
     def VALIDATE_INPUTS(cls, steps, target_text="", feather=0, anchor_weight=0.0, crop_center_std=None,
-                        crop_max=None, view_blur=None):
+                        crop_max=None, view_blur=None, view_noise=None):
         def check_steps():
             if not 1 <= int(steps) <= MAX_STEPS:
                 raise CaGError(f"steps must be between 1 and {MAX_STEPS}, got {steps}.")
@@ -226,6 +233,8 @@ class CaGOptimize:
             results.append(f"crop_max must be between {DEFAULT_CROP_SCALE[0]} and 1 (of the image area), got {crop_max}.")
         if view_blur is not None and not (isinstance(view_blur, (int, float)) and 0 <= view_blur <= MAX_BLUR):
             results.append(f"view_blur must be between 0 and {MAX_BLUR:g} px (0 = off), got {view_blur}.")
+        if view_noise is not None and not (isinstance(view_noise, (int, float)) and 0 <= view_noise <= MAX_NOISE):
+            results.append(f"view_noise must be between 0 and {MAX_NOISE:g} (0 = off), got {view_noise}.")
         if feather is not None and not 0 <= int(feather) <= 256:
             results.append(f"feather must be between 0 and 256 px, got {feather}.")
         if isinstance(target_text, str) and target_text.strip():
@@ -235,7 +244,8 @@ class CaGOptimize:
     def optimize_images(self, image, classifier, target_class, steps, lr, crops, parameterization, mask_ratio,
                         diversity_weight, bn_weight, tv_weight, seed, mae=None, target_text="", mask=None,
                         feather=0, fill_masked=False, anchor_weight=0.0, crop_center_std=DEFAULT_CENTER_STD,
-                        crop_max=DEFAULT_CROP_SCALE[1], view_blur=DEFAULT_VIEW_BLUR, unique_id=None):
+                        crop_max=DEFAULT_CROP_SCALE[1], view_blur=DEFAULT_VIEW_BLUR, view_noise=DEFAULT_VIEW_NOISE,
+                        unique_id=None):
         ensemble = as_ensemble(classifier)
         device = ensemble.members[0].device
         images = comfy_to_engine(image)
@@ -249,7 +259,8 @@ class CaGOptimize:
         config = OptimizeConfig(
             steps=steps, lr=lr, parameterization=parameterization,
             augment=AugmentConfig(crops=crops, center_std=center_std_or_uniform(crop_center_std),
-                                  crop_scale=(DEFAULT_CROP_SCALE[0], float(crop_max)), blur=float(view_blur)),
+                                  crop_scale=(DEFAULT_CROP_SCALE[0], float(crop_max)), blur=float(view_blur),
+                                  noise=float(view_noise)),
             mask_ratio=mask_ratio, diversity_weight=diversity_weight, bn_weight=bn_weight, tv_weight=tv_weight,
             anchor_weight=float(anchor_weight), feather=int(feather), fill_masked=bool(fill_masked),
         )

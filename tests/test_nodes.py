@@ -423,8 +423,8 @@ def test_crop_center_std_zero_is_the_uniform_recipe(comfy, monkeypatch):
 
 
 def test_view_blur_reaches_the_engine(comfy, monkeypatch):
-    """view_blur is the views' largest blur sigma (default 4, the engine's, recipe lucid_coarse; 0 = sharp
-    views, the photo workflows' and the recipe before 2026-12-06)."""
+    """view_blur is the views' largest blur sigma (default 4, the engine's, recipes lucid_coarse and
+    lucid_smoothed; 0 = sharp views, the photo workflows' and the recipe before 2026-12-06)."""
     from cag_core.augment import AugmentConfig
 
     seen = _spy_on_augment(comfy, monkeypatch, "blur")
@@ -433,6 +433,20 @@ def test_view_blur_reaches_the_engine(comfy, monkeypatch):
     sharp, _ = optimize(comfy, image, classifier, steps=2, seed=3, view_blur=0.0)
     assert seen == [AugmentConfig().blur, 0.0] and AugmentConfig().blur == 4.0
     assert not torch.equal(sharp, blurred)
+
+
+def test_view_noise_reaches_the_engine(comfy, monkeypatch):
+    """view_noise is the views' largest noise std (default the engine's; 0 = clean views, the photo
+    workflows' and recipe lucid_coarse and those before it)."""
+    from cag_core.augment import AugmentConfig
+
+    seen = _spy_on_augment(comfy, monkeypatch, "noise")
+    classifier, image = load_classifier(comfy), comfy_image(1, 16, 16)
+    default, _ = optimize(comfy, image, classifier, steps=2, seed=3)
+    noisy, _ = optimize(comfy, image, classifier, steps=2, seed=3, view_noise=0.5)
+    clean, _ = optimize(comfy, image, classifier, steps=2, seed=3, view_noise=0.0)
+    assert seen == [AugmentConfig().noise, 0.5, 0.0]
+    assert not torch.equal(noisy, clean)
 
 
 def test_crop_max_reaches_the_engine(comfy, monkeypatch):
@@ -559,6 +573,9 @@ def test_combined_classifiers_optimize_together(comfy):
         (dict(steps=10, view_blur=4.0), True),
         (dict(steps=10, view_blur=9.0), "view_blur must be between 0 and 8 px"),
         (dict(steps=10, view_blur=float("nan")), "view_blur must be between 0 and 8 px"),
+        (dict(steps=10, view_noise=0.3), True),
+        (dict(steps=10, view_noise=1.5), "view_noise must be between 0 and 1"),
+        (dict(steps=10, view_noise=float("nan")), "view_noise must be between 0 and 1"),
     ],
 )
 def test_optimize_validation(comfy, inputs, expected):

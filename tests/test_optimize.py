@@ -178,13 +178,13 @@ def test_views_sample_at_fp32_positions_under_autocast():
 
 
 def test_full_crop_without_jitter_is_identity_and_flip_mirrors():
-    """A full-size sharp crop with no jitter returns the image; a forced flip mirrors it."""
+    """A full-size sharp, clean crop with no jitter returns the image; a forced flip mirrors it."""
     images = _images(1, 16)
     same = random_views(images, (16, 16), AugmentConfig(crops=1, crop_scale=(1, 1), crop_ratio=(1, 1), jitter=0, flip=False,
-                                                       blur=0.0), ImageStreams.for_batch(0, 1))
+                                                       blur=0.0, noise=0.0), ImageStreams.for_batch(0, 1))
     assert torch.allclose(same, images, atol=1e-5)
     views = random_views(images, (16, 16), AugmentConfig(crops=8, crop_scale=(1, 1), crop_ratio=(1, 1), jitter=0, flip=True,
-                                                         blur=0.0), ImageStreams.for_batch(0, 1))
+                                                         blur=0.0, noise=0.0), ImageStreams.for_batch(0, 1))
     flipped = [torch.allclose(v, images[0].flip(-1), atol=1e-5) for v in views]
     unflipped = [torch.allclose(v, images[0], atol=1e-5) for v in views]
     assert all(f or u for f, u in zip(flipped, unflipped)) and any(flipped) and any(unflipped)

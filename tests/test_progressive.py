@@ -135,7 +135,7 @@ def test_cli_lucid_tight_from_flags():
     from cag_core.cli import build_parser, config_from_args
     from cag_core.recipes import get_recipe
 
-    sharp = ["--sizes", "64", "128", "256", "--view-blur", "0"]
+    sharp = ["--sizes", "64", "128", "256", "--view-blur", "0", "--view-noise", "0"]
     off = ["--bn", "0", "--tv", "0", "--steps", "100", "100", "100", *sharp]
     args = build_parser().parse_args(["generate", "--class", "1", "--crop-center-std", "0.25", "--crop-max", "0.6", *off])
     assert config_from_args(args) == get_recipe("lucid_tight")
@@ -144,20 +144,24 @@ def test_cli_lucid_tight_from_flags():
     assert config_from_args(args) == get_recipe("lucid_centered_bn50")
 
 
-def test_cli_default_is_lucid_coarse_and_the_default_before_is_three_sharp_stages():
-    """No flags: the default recipe lucid_coarse (32 -> 64 -> 128 -> 256, 50/50/100/100 steps, view blur 4);
-    --sizes 64 128 256 --steps 100 100 100 --view-blur 0 is lucid_centered_bn, the default before; --init
-    alone gives sharp views (the photo recipes were measured so), --view-blur overrides it."""
+def test_cli_default_is_lucid_smoothed_and_the_defaults_before_are_flags_away():
+    """No flags: the default recipe lucid_smoothed (32 -> 64 -> 128 -> 256, 50/50/100/100 steps, view blur 4,
+    view noise 0.3); --view-noise 0 is lucid_coarse, the default before; --sizes 64 128 256 --steps 100 100
+    100 --view-blur 0 --view-noise 0 is lucid_centered_bn, the one before that; --init alone gives sharp,
+    clean views (the photo recipes were measured so), --view-blur and --view-noise override it."""
     from cag_core.cli import build_parser, config_from_args
     from cag_core.recipes import get_recipe
 
     def config(*argv):
         return config_from_args(build_parser().parse_args(["generate", "--class", "1", *argv]))
 
-    assert config() == get_recipe("lucid_coarse") == ProgressiveConfig()
+    assert config() == get_recipe("lucid_smoothed") == ProgressiveConfig()
     explicit = ["--sizes", "32", "64", "128", "256", "--steps", "50", "50", "100", "100", "--view-blur", "4"]
-    assert config(*explicit) == get_recipe("lucid_coarse")
-    assert config("--sizes", "64", "128", "256", "--steps", "100", "100", "100", "--view-blur", "0") == get_recipe(
-        "lucid_centered_bn")
+    assert config(*explicit, "--view-noise", "0.3") == get_recipe("lucid_smoothed")
+    assert config(*explicit, "--view-noise", "0") == config("--view-noise", "0") == get_recipe("lucid_coarse")
+    assert config("--sizes", "64", "128", "256", "--steps", "100", "100", "100", "--view-blur", "0",
+                  "--view-noise", "0") == get_recipe("lucid_centered_bn")
     assert config("--init", "photo.png").stage.augment.blur == 0
+    assert config("--init", "photo.png").stage.augment.noise == 0
+    assert config("--init", "photo.png", "--view-noise", "0.2").stage.augment.noise == 0.2
     assert config("--init", "photo.png", "--view-blur", "2").stage.augment.blur == 2

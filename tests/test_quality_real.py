@@ -2,13 +2,11 @@
 
 - Normalization: Lite0 must recognize two photos that ship with scikit-image. With the wrong
   mean/std (ImageNet's instead of TF's 0.5/0.5) these predictions change.
-- Generation: the recommended default recipe (benchmarks/quality.py, variant "default": its sizes,
-  crops, view blur, priors and parameterization) on a schedule of SHORT_SCHEDULE steps instead of
-  50, 50, 100, 100, makes one image per class with Lite0; Lite1 and Lite2, which took no part in
-  generating, must put the target in their top-5 for most classes. The full schedule took 8.5
-  minutes of a 19-minute CI run (at one thread, three stages of 100 then); the judges' hits on
-  shorter ones are noted at SHORT_SCHEDULE (the full schedule: `python -m benchmarks.quality
-  --classes test --out /tmp/test.json`). The classes are a
+- Generation: the recommended default recipe as it ships (benchmarks/quality.py, variant "default":
+  its sizes, steps, crops, view blur and noise, priors and parameterization) makes one image per
+  class with Lite0; Lite1 and Lite2, which took no part in generating, must put the target in their
+  top-5 for most classes. About two minutes at two threads; the shorter schedules this test ran
+  before are measured at FULL_SCHEDULE_WHY. The classes are a
   fixed rule (every 200th index from 5: electric ray, flat-coated retriever, airship, iPod, soccer
   ball), in neither the tuning list nor the held-out list of the benchmark. Deselect with -m "not slow".
 """
@@ -16,7 +14,6 @@
 from __future__ import annotations
 
 import os
-from dataclasses import replace
 
 import pytest
 import torch
@@ -51,17 +48,17 @@ def test_lite0_recognizes_chelsea_and_coffee():
     assert coffee_top1 == ESPRESSO, f"Lite0's top-1 for coffee() is {coffee_top1}, not espresso ({ESPRESSO})"
 
 
-# Steps per stage (32, 64, 128, 256 px) instead of the default's 50, 50, 100, 100. Measured on these
-# 5 classes, 2026-12-06 (Lite1 / Lite2 top-5 hits, wall s at 2 threads): 10 x 4: 4 / 3, 16 s;
-# 10, 10, 20, 20: 4 / 2; 20, 20, 10, 10: 5 / 1; 20 x 4: 5 / 5, 33 s; the full schedule: 5 / 5, 117 s.
-SHORT_SCHEDULE = (20, 20, 20, 20)
+# FULL_SCHEDULE_WHY: until the view noise (recipe lucid_smoothed) this test ran 20 steps per stage, which
+# then gave Lite1 / Lite2 top-5 5 / 5. With the noise the images settle later (2026-12-06, these 5
+# classes, Lite1 / Lite2 top-5 hits, wall s at 2 threads): 20 x 4: 4 / 2, 50 s; 30 x 4: 4 / 2, 54 s;
+# 40 x 4: 4 / 3, 65 s; 25, 25, 50, 50: 3 / 4, 67 s; the full 50, 50, 100, 100: 5 / 5, 121 s. So the
+# test runs the default as it ships: the only schedule with a margin above the bar.
 
 
 def test_default_recipe_convinces_independent_judges(all_threads):
     """Lite0 generates; Lite1 and Lite2 put the target in their top-5 for most classes."""
     classes = CLASS_LISTS["test"]
     variant = get_variant("default")
-    variant = replace(variant, config=replace(variant.config, steps=SHORT_SCHEDULE))
     images = generate_variant(variant, combine(classifier("efficientnet-lite0")), classes, seed=0)
     assert images.shape[0] == len(classes)
     for judge_name in ("efficientnet-lite1", "efficientnet-lite2"):

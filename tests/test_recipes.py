@@ -24,20 +24,24 @@ def _decorrelated(images01):
 # ---- recipes ---------------------------------------------------------------------------------
 
 
-def test_lucid_coarse_is_the_default():
-    """'lucid_coarse' is what the pack ships as its default; 'lucid_centered_bn' (the default of
-    2026-12-02) differs from it only in the stages (64 -> 128 -> 256, 3 x 100 steps, the same 300) and
-    the sharp views, 'lucid_centered_bn50' (opt-in) from that only in the 64 px stage's steps,
-    'lucid_centered' (the default of 2026-12-01) only in the priors, and 'lucid' (before) also in where
-    crops land."""
+def test_lucid_smoothed_is_the_default():
+    """'lucid_smoothed' is what the pack ships as its default; 'lucid_coarse' (the default for most of
+    2026-12-06) differs from it only in the clean views, 'lucid_centered_bn' (the default of 2026-12-02)
+    from that only in the stages (64 -> 128 -> 256, 3 x 100 steps, the same 300) and the sharp views,
+    'lucid_centered_bn50' (opt-in) from that only in the 64 px stage's steps, 'lucid_centered' (the
+    default of 2026-12-01) only in the priors, and 'lucid' (before) also in where crops land."""
     default = ProgressiveConfig()
-    assert get_recipe("lucid_coarse") == default
+    assert get_recipe("lucid_smoothed") == default
     assert default.sizes == (32, 64, 128, 256) and default.stage.augment.blur == 4.0
+    assert default.stage.augment.noise == 0.3
     assert default.stage.bn_weight > 0 and default.stage.tv_weight > 0
+    coarse = get_recipe("lucid_coarse")
+    assert coarse.stage.augment.noise == 0.0
+    assert replace(coarse, stage=replace(coarse.stage, augment=replace(coarse.stage.augment, noise=0.3))) == default
     bn = get_recipe("lucid_centered_bn")
     assert bn.sizes == (64, 128, 256) and bn.stage.augment.blur == 0.0 and sum(bn.steps) == sum(default.steps)
     assert replace(bn, sizes=default.sizes, steps=default.steps,
-                   stage=replace(bn.stage, augment=replace(bn.stage.augment, blur=4.0))) == default
+                   stage=replace(bn.stage, augment=replace(bn.stage.augment, blur=4.0))) == coarse
     assert get_recipe("lucid_centered_bn50") == replace(bn, steps=(50, 100, 100))
     centered = get_recipe("lucid_centered")
     assert centered.stage.bn_weight == 0 and centered.stage.tv_weight == 0
@@ -110,7 +114,7 @@ def test_phase_image_keeps_the_mean_colour():
 
 def test_phase_optimization_lowers_the_loss():
     """Optimizing only phases and mean colour still moves a tiny classifier toward the target."""
-    config = OptimizeConfig(steps=30, lr=0.1, parameterization="phase", augment=AugmentConfig(crops=2, blur=0.0))
+    config = OptimizeConfig(steps=30, lr=0.1, parameterization="phase", augment=AugmentConfig(crops=2, blur=0.0, noise=0.0))
     result = optimize(torch.rand(2, 3, 24, 24, generator=torch.Generator().manual_seed(0)), tiny_classifier(),
                       "class 3", config=config)
     assert result.images.shape == (2, 3, 24, 24) and 0 <= result.images.min() and result.images.max() <= 1
@@ -210,7 +214,7 @@ def test_a_turned_view_of_a_ramp_slopes_along_both_of_its_axes():
     through a whole-frame crop turned by a, brightens along the view's x by cos a and its y by sin a."""
     ramp = torch.linspace(0, 1, 64).expand(1, 1, 64, 64).contiguous()
     cfg = AugmentConfig(crops=1, crop_scale=(0.5, 0.5), crop_ratio=(1, 1), jitter=0.0, flip=False,
-                        center_std=0.0, rotate=40.0, blur=0.0)
+                        center_std=0.0, rotate=40.0, blur=0.0, noise=0.0)
     streams = ImageStreams.for_batch(1, 1)
     theta = view_thetas(cfg, ImageStreams.for_batch(1, 1))[0]
     view = random_views(ramp, (32, 32), cfg, streams)[0, 0]

@@ -82,7 +82,7 @@ def test_committed_workflows_match_the_builder(classes):
 
 def test_stage_chains_use_the_command_line_recipe():
     """The class and text workflows' CaG Optimize stages run the command line's default recipe: its
-    stage sides, steps and view blur."""
+    stage sides, steps, view blur and view noise."""
     from cag_core.progressive import ProgressiveConfig
 
     default = ProgressiveConfig()
@@ -92,6 +92,7 @@ def test_stage_chains_use_the_command_line_recipe():
         stages = [n["inputs"] for n in prompt.values() if n["class_type"] == "CaGOptimize"]
         assert tuple(s["steps"] for s in stages) == default.steps, name
         assert all(s["view_blur"] == default.stage.augment.blur for s in stages), name
+        assert all(s["view_noise"] == default.stage.augment.noise for s in stages), name
         noise = next(n["inputs"] for n in prompt.values() if n["class_type"] == "CaGInitNoise")
         assert noise["width"] == noise["height"] == default.sizes[0], name
 
