@@ -145,6 +145,8 @@ def view_noises(cfg: AugmentConfig, streams: ImageStreams) -> torch.Tensor | Non
     return torch.cat([cfg.noise * u[:, :1], u[:, 1:]], dim=1)
 
 
+# Outside torch.compile's graph: dynamo would trace through the cache and rebuild the field.
+@torch.compiler.disable
 @functools.lru_cache(maxsize=16)
 def noise_field(channels: int, height: int, width: int, device: torch.device = torch.device("cpu")) -> torch.Tensor:
     """[C, H, W] standard normal, from a fixed CPU seed: the same numbers on every device and in
