@@ -310,10 +310,11 @@ def score(key: dict[str, dict] | dict[str, dict[str, dict]], viewers: dict[str, 
 
     names = imagenet_class_names()
     results: dict[str, ViewerResult] = {}
+    keys = key if key_per_viewer else {viewer: key for viewer in viewers}
     by_ruling, unmatched = [], []
     for viewer, answers in viewers.items():
         result = results[viewer] = ViewerResult()
-        for file, entry in (key[viewer] if key_per_viewer else key).items():
+        for file, entry in keys[viewer].items():
             method, cls = entry["method"], entry["class"]
             result.shown[method] = result.shown.get(method, 0) + 1
             result.named.setdefault(method, 0)
@@ -333,8 +334,7 @@ def score(key: dict[str, dict] | dict[str, dict[str, dict]], viewers: dict[str, 
             result.named[method] += 1
             if verdict[0] == "ruling":
                 by_ruling.append(dict(row, accepted_word=verdict[1]))
-    keys = list(key.values()) if key_per_viewer else [key]
-    methods = sorted({e["method"] for k in keys for e in k.values()})
+    methods = sorted({e["method"] for k in (key.values() if key_per_viewer else [key]) for e in k.values()})
     table = {
         method: {
             viewer: {

@@ -13,9 +13,10 @@ in the same order (MAE masking noise [B, L], then the view matrices), so its los
 must equal the engine's up to rounding: `benchmarks.speed` and tests/test_speed_equivalence.py
 check that. Each view is blurred by its own 2-D Gaussian kernel when the config blurs views (the
 engine: two 1-D passes over all views at once), and gets its own noise, the fixed field rolled by
-torch.roll, when the config adds view noise (the engine: one gather for all views). Supported: one classifier, the per-image losses (target cross-entropy, the BN-statistics
-prior measured per image on the plain model's BatchNorm layers, total variation; diversity weight
-0), paste_visible False -- the settings the benchmark runs.
+torch.roll, when the config adds view noise (the engine: one gather for all views). Supported: one
+classifier, the per-image losses (target cross-entropy, the BN-statistics prior measured per image
+on the plain model's BatchNorm layers, total variation; diversity weight 0), paste_visible False --
+the settings the benchmark runs.
 """
 
 from __future__ import annotations

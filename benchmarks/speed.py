@@ -43,7 +43,7 @@ import statistics
 import subprocess
 import sys
 import time
-from dataclasses import dataclass, fields, replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from unittest import mock
 
@@ -324,8 +324,7 @@ def engine_loss_and_grad(images, classifier, mae, target, config, seed):
         ensemble = as_ensemble(classifier)
         randoms = draw_step_randoms(mae, config, ImageStreams.for_batch(seed, images.shape[0]))
         # Every field, so a random input the step gains later cannot be left behind again.
-        randoms = replace(randoms, **{f.name: getattr(randoms, f.name).to(device)
-                                      for f in fields(randoms) if getattr(randoms, f.name) is not None})
+        randoms = engine.StepRandoms(*(None if r is None else r.to(device) for r in randoms.tensors()))
         forward = compiled_step_forward() if config.compile else step_forward
         bn_stats = engine.step_bn_stats(config, ensemble, device)
         with (

@@ -191,8 +191,7 @@ def random_views(
 ) -> torch.Tensor:
     """[B * crops, C, *out_size]; the views of image i are rows i*crops .. (i+1)*crops-1."""
     thetas = None if cfg == NO_AUGMENT else view_thetas(cfg, streams)
-    blurs = view_blurs(cfg, streams)
-    return views_from_thetas(images, out_size, cfg, thetas, blurs, view_noises(cfg, streams))
+    return views_from_thetas(images, out_size, cfg, thetas, view_blurs(cfg, streams), view_noises(cfg, streams))
 
 
 def views_from_thetas(

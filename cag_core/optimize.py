@@ -388,9 +388,9 @@ def draw_step_randoms(mae: Reconstructor | None, config: OptimizeConfig, streams
         noise = torch.cat([mae.sample_noise(1, generator) for generator in streams.generators])
     if config.augment == NO_AUGMENT:
         return StepRandoms(noise, None)
-    thetas = view_thetas(config.augment, streams)
-    blurs = view_blurs(config.augment, streams)
-    return StepRandoms(noise, thetas, blurs, view_noises(config.augment, streams))
+    augment = config.augment  # each draw follows the one before it in every image's stream
+    return StepRandoms(noise, view_thetas(augment, streams), view_blurs(augment, streams),
+                       view_noises(augment, streams))
 
 
 def step_forward(

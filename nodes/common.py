@@ -29,6 +29,15 @@ def validation_result(check: Callable[[], object]) -> bool | str:
     return True
 
 
+def range_result(name: str, value: object, low: float, high: float, note: str = "") -> bool | str:
+    """True when `value` is None (a linked input, checked when it arrives) or a number in [low, high],
+    else the sentence saying so. NaN fails: it passes ComfyUI's own min/max check, since every
+    comparison with NaN is False."""
+    if value is None or (isinstance(value, (int, float)) and low <= value <= high):
+        return True
+    return f"{name} must be between {low:g} and {high:g}{note}, got {value}."
+
+
 def first_failure(*results: bool | str) -> bool | str:
     """The first message among validation results, or True."""
     return next((r for r in results if r is not True), True)

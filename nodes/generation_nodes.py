@@ -18,7 +18,8 @@ from ..cag_core.progressive import (
     MAX_SIDE, NOISE_KINDS, UPSAMPLE_METHODS, check_size, init_noise, noise_streams, upsample,
 )
 from ..cag_core.targets import parse_target, split_images, split_weight
-from .common import CATEGORY, CLASSIFIER, DEFAULT_CLASS, MAE, SEED_MAX, first_failure, imagenet_choices, validation_result
+from .common import (CATEGORY, CLASSIFIER, DEFAULT_CLASS, MAE, SEED_MAX, first_failure, imagenet_choices, range_result,
+                     validation_result)
 from .devices import module_device, move_module
 from .images import check_image, comfy_to_engine, engine_to_comfy
 from .progress import OptimizeProgress
@@ -226,15 +227,12 @@ class CaGOptimize:
         results = [validation_result(check_steps)] if steps is not None else []
         if anchor_weight is not None:
             results.append(validation_result(check_anchor))
-        if crop_center_std is not None and not (isinstance(crop_center_std, (int, float))
-                                                and 0 <= crop_center_std <= 4):  # NaN fails too
-            results.append(f"crop_center_std must be between 0 and 4 (0 = crops anywhere), got {crop_center_std}.")
-        if crop_max is not None and not (isinstance(crop_max, (int, float)) and DEFAULT_CROP_SCALE[0] <= crop_max <= 1):
-            results.append(f"crop_max must be between {DEFAULT_CROP_SCALE[0]} and 1 (of the image area), got {crop_max}.")
-        if view_blur is not None and not (isinstance(view_blur, (int, float)) and 0 <= view_blur <= MAX_BLUR):
-            results.append(f"view_blur must be between 0 and {MAX_BLUR:g} px (0 = off), got {view_blur}.")
-        if view_noise is not None and not (isinstance(view_noise, (int, float)) and 0 <= view_noise <= MAX_NOISE):
-            results.append(f"view_noise must be between 0 and {MAX_NOISE:g} (0 = off), got {view_noise}.")
+        results += [
+            range_result("crop_center_std", crop_center_std, 0, 4, " (0 = crops anywhere)"),
+            range_result("crop_max", crop_max, DEFAULT_CROP_SCALE[0], 1, " (of the image area)"),
+            range_result("view_blur", view_blur, 0, MAX_BLUR, " px (0 = off)"),
+            range_result("view_noise", view_noise, 0, MAX_NOISE, " (0 = off)"),
+        ]
         if feather is not None and not 0 <= int(feather) <= 256:
             results.append(f"feather must be between 0 and 256 px, got {feather}.")
         if isinstance(target_text, str) and target_text.strip():
