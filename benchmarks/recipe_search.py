@@ -128,6 +128,13 @@ CANDIDATES: dict[str, Variant] = {
     **{f"coarse_noise{round(100 * s):02d}": _variant(f"lucid_coarse, view noise std U(0, {s:g})", "lucid_coarse",
                                                      augment=_aug("lucid_coarse", noise=s))
        for s in (0.05, 0.1, 0.2, 0.3, 0.5)},
+    # ---- 2026-12-06 night: view noise in the first stages only, clean views after ----
+    "early2_n30": _variant("lucid_smoothed, view noise std U(0, 0.3) at 32 and 64 px only", "lucid_smoothed",
+                           dict(view_noise=(0.3, 0.3, 0.0, 0.0))),
+    "early2_n50": _variant("lucid_smoothed, view noise std U(0, 0.5) at 32 and 64 px only", "lucid_smoothed",
+                           dict(view_noise=(0.5, 0.5, 0.0, 0.0))),
+    "early3_n30": _variant("lucid_smoothed, view noise at 32, 64 and 128 px only (recipe lucid_sharp_finish)",
+                           "lucid_sharp_finish"),
 }
 
 GROUPS: dict[str, tuple[str, ...]] = {
@@ -138,6 +145,7 @@ GROUPS: dict[str, tuple[str, ...]] = {
                "lucid_centered_focus"),
     "coarse": ("lucid_coarse", "coarse_from16", "coarse_blur6", "coarse_c025", "coarse_bn002"),
     "noise": ("lucid_coarse", "coarse_noise05", "coarse_noise10", "coarse_noise20", "coarse_noise30", "coarse_noise50"),
+    "early_noise": ("early2_n30", "early2_n50", "early3_n30"),
 }
 
 

@@ -126,9 +126,10 @@ def add_recipe_arguments(parser: argparse.ArgumentParser) -> argparse._ArgumentG
                         help=f"blur each view by a Gaussian of sigma U(0, this) px of the classifier's input (0 = sharp "
                         f"views, the recipe before 2026-12-06). Default {DEFAULTS.stage.augment.blur:g}, or 0 with --init "
                         "(measured with sharp views)")
-    recipe.add_argument("--view-noise", type=float, default=None,
+    recipe.add_argument("--view-noise", type=float, nargs="+", default=None,
                         help=f"add Gaussian noise of std U(0, this) pixel values (0..1) to each view (0 = clean views, "
-                        f"recipe lucid_coarse and those before it). Default {DEFAULTS.stage.augment.noise:g}, or 0 with --init "
+                        f"recipe lucid_coarse and those before it); one value or one per stage (0.3 0.3 0.3 0: recipe "
+                        f"lucid_sharp_finish). Default {DEFAULTS.stage.augment.noise:g}, or 0 with --init "
                         "(measured with clean views)")
     recipe.add_argument("--no-flip", action="store_true")
     recipe.add_argument("--diversity", type=float, default=DEFAULTS.stage.diversity_weight)
@@ -165,12 +166,17 @@ def view_blur(args: argparse.Namespace) -> float:
     return _given_or_default(args.view_blur, DEFAULTS.stage.augment.blur, args)
 
 
-def view_noise(args: argparse.Namespace) -> float:
-    """--view-noise: noisy views, but clean ones when starting from a picture."""
-    return _given_or_default(args.view_noise, DEFAULTS.stage.augment.noise, args)
+def view_noise(args: argparse.Namespace) -> tuple[float, ...]:
+    """--view-noise, one value or one per stage: noisy views, but clean ones when starting from a picture."""
+    if args.view_noise is not None:
+        return tuple(args.view_noise)
+    if getattr(args, "init", None):
+        return (0.0,)
+    return DEFAULTS.view_noise or (DEFAULTS.stage.augment.noise,)
 
 
 def config_from_args(args: argparse.Namespace) -> ProgressiveConfig:
+    noises = view_noise(args)
     augment = AugmentConfig(
         crops=args.crops,
         crop_scale=(args.crop_min, args.crop_max),
@@ -178,7 +184,7 @@ def config_from_args(args: argparse.Namespace) -> ProgressiveConfig:
         jitter=args.jitter,
         flip=not args.no_flip,
         blur=view_blur(args),
-        noise=view_noise(args),
+        noise=noises[0],
     )
     stage = replace(
         DEFAULTS.stage,
@@ -198,7 +204,8 @@ def config_from_args(args: argparse.Namespace) -> ProgressiveConfig:
         compile=args.compile,
     )
     return ProgressiveConfig(
-        sizes=tuple(args.sizes), steps=tuple(args.steps), noise=args.noise, upsample_method=args.upsample, stage=stage
+        sizes=tuple(args.sizes), steps=tuple(args.steps), noise=args.noise, upsample_method=args.upsample, stage=stage,
+        view_noise=noises if len(noises) > 1 else (),  # one value lives in the stage config, as in every recipe
     )
 
 

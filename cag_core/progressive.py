@@ -88,12 +88,22 @@ class ProgressiveConfig:
     noise: str = "gray"
     upsample_method: str = "bicubic"
     stage: OptimizeConfig = OptimizeConfig()  # everything but `steps`
+    # View noise std per stage (one value is repeated), overriding stage.augment.noise; () = that
+    # value in every stage. Noise lays out whole shapes at the small sides, clean views keep detail
+    # at the large ones (recipe lucid_sharp_finish).
+    view_noise: tuple[float, ...] = ()
 
     def stage_configs(self) -> list[OptimizeConfig]:
-        steps = self.steps * len(self.sizes) if len(self.steps) == 1 else self.steps
-        if len(steps) != len(self.sizes) or not self.sizes:
-            raise CaGError(f"Give one steps value or one per stage: {len(self.sizes)} stages, {len(self.steps)} steps.")
-        return [replace(self.stage, steps=s) for s in steps]
+        stages = len(self.sizes)
+        steps = self.steps * stages if len(self.steps) == 1 else self.steps
+        if len(steps) != stages or not self.sizes:
+            raise CaGError(f"Give one steps value or one per stage: {stages} stages, {len(self.steps)} steps.")
+        noises = self.view_noise or (self.stage.augment.noise,)
+        noises = noises * stages if len(noises) == 1 else noises
+        if len(noises) != stages:
+            raise CaGError(f"Give one view noise value or one per stage: {stages} stages, {len(self.view_noise)} values.")
+        return [replace(self.stage, steps=s, augment=replace(self.stage.augment, noise=float(n)))
+                for s, n in zip(steps, noises)]
 
 
 @dataclass

@@ -74,6 +74,39 @@ def test_steps_must_match_the_stages():
         replace(TINY, steps=(1, 2, 3)).stage_configs()
 
 
+def test_view_noise_per_stage():
+    """view_noise gives each stage its own view noise (one value is repeated; () keeps the stage
+    config's); a wrong count or an out-of-range value is refused with the allowed values."""
+    def noises(config):
+        return [c.augment.noise for c in config.stage_configs()]
+
+    assert noises(TINY) == [TINY.stage.augment.noise] * 2
+    assert noises(replace(TINY, view_noise=(0.2, 0))) == [0.2, 0.0]
+    assert noises(replace(TINY, view_noise=(0.1,))) == [0.1, 0.1]
+    with pytest.raises(CaGError, match="one view noise value or one per stage: 2 stages, 3 values"):
+        replace(TINY, view_noise=(0.1, 0.2, 0.3)).stage_configs()
+    with pytest.raises(CaGError, match="between 0 and 1"):
+        replace(TINY, view_noise=(0.1, 1.5)).stage_configs()
+
+
+def test_clean_last_stage_changes_only_the_last_stage():
+    """With view_noise (0.3, 0) the first stage draws and makes exactly what the recipe with noise in
+    every stage makes, and the last stage, now with clean views, makes another image."""
+    classifier = tiny_classifier()
+    noisy = replace(TINY, stage=replace(TINY.stage, augment=replace(TINY.stage.augment, noise=0.3)))
+
+    def run(config):
+        first = []
+        callback = lambda stage, stages, step, steps, images, loss: first.append(images.clone()) if stage == 0 else None
+        images = generate(classifier, "class 2", seed=1, config=config, callback=callback).images
+        return first[-1], images
+
+    first_all, last_all = run(noisy)
+    first_clean, last_clean = run(replace(noisy, view_noise=(0.3, 0.0)))
+    assert torch.equal(first_all, first_clean)
+    assert not torch.allclose(last_all, last_clean)
+
+
 def test_cli_generates_pngs_from_local_weights(tmp_path, capsys):
     """`python -m cag_core generate` runs end to end on tiny local weights and an MAE and writes PNGs."""
     weights = save_tiny_classifier(tmp_path / "tiny.safetensors")
@@ -165,3 +198,7 @@ def test_cli_default_is_lucid_smoothed_and_the_defaults_before_are_flags_away():
     assert config("--init", "photo.png").stage.augment.noise == 0
     assert config("--init", "photo.png", "--view-noise", "0.2").stage.augment.noise == 0.2
     assert config("--init", "photo.png", "--view-blur", "2").stage.augment.blur == 2
+    sharp_finish = config("--view-noise", "0.3", "0.3", "0.3", "0")
+    assert sharp_finish == get_recipe("lucid_sharp_finish")
+    assert [c.augment.noise for c in sharp_finish.stage_configs()] == [0.3, 0.3, 0.3, 0.0]
+    assert [c.augment.noise for c in config("--init", "photo.png").stage_configs()] == [0.0] * 4
