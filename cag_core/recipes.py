@@ -112,7 +112,9 @@ RECIPES["lucid_smoothed"] = dataclasses.replace(
 # 32-128 px, and the last stage adds the detail the noise hides. Tuning classes (16, seed 0; six
 # blind viewers, each seeing every class once, benchmarks/results/recipe_search/README.md, "Noise in
 # the first stages only"): named 30 of 32 guesses against 25 for lucid_smoothed, but photo score
-# 2.28 against 2.75; Lite2 top-1 15/16 against 14/16, top-5 16/16 against 15/16. Opt-in.
+# 2.28 against 2.75; Lite2 top-1 15/16 against 14/16, top-5 16/16 against 15/16. Held out (the
+# peers' 16 classes, benchmarks/results/panel/peers-smoothed/) it did not hold: named 32 against 33
+# of 64 and 13 against 15 of 32, photo 2.38 against 2.53, Lite2 top-1 11/16 against 14/16. Opt-in.
 RECIPES["lucid_sharp_finish"] = dataclasses.replace(RECIPES["lucid_smoothed"], view_noise=(0.3, 0.3, 0.3, 0.0))
 
 # Centred and smaller crops (area 25-60 % instead of 25-100 %, centres ~ N(0, 0.25)): every view
