@@ -138,10 +138,13 @@ def recipe_of(args: argparse.Namespace, config: ProgressiveConfig, device: torch
     """Everything an image depends on besides its key: compared on every rerun."""
     from .timm_classifier import DEFAULT_CLASSIFIER
 
+    config_dict = json.loads(json.dumps(asdict(config)))
+    if not config.view_noise:  # recorded only when used, so folders written before it existed still resume
+        del config_dict["view_noise"]
     return {
         "format": 1,
         "seed": args.seed,
-        "config": json.loads(json.dumps(asdict(config))),
+        "config": config_dict,
         "classifiers": [_classifier_identity(s) for s in (args.classifier or [DEFAULT_CLASSIFIER])],
         "mae": files.file_identity(args.mae) if args.mae else None,
         # bf16 on CUDA and fp32 on CPUs give close, not equal, images: one device type per folder.

@@ -89,8 +89,8 @@ class ProgressiveConfig:
     upsample_method: str = "bicubic"
     stage: OptimizeConfig = OptimizeConfig()  # everything but `steps`
     # View noise std per stage (one value is repeated), overriding stage.augment.noise; () = that
-    # value in every stage. Noise lays out whole shapes at the small sides, clean views keep detail
-    # at the large ones (recipe lucid_sharp_finish).
+    # value in every stage. (0.3, 0.3, 0.3, 0) is recipe lucid_sharp_finish: noise where the layout
+    # is made, clean views for the last stage's detail.
     view_noise: tuple[float, ...] = ()
 
     def stage_configs(self) -> list[OptimizeConfig]:

@@ -188,6 +188,17 @@ def test_rerun_with_another_recipe_is_refused(tiny_file, reference, tmp_path):
     assert len(_manifest(out)) == 6
 
 
+def test_per_stage_view_noise_is_recorded_only_when_used(tiny_file, tmp_path):
+    """The recipe file holds `view_noise` only when stages differ in view noise, so folders written
+    before it existed still resume; per-stage noise on such a folder is refused, naming it."""
+    out = tmp_path / "noise"
+    assert _single(*_args(tiny_file, out, classes="0", per_class="1")).returncode == 0
+    assert "view_noise" not in json.loads((out / dataset_files.RECIPE).read_text())["config"]
+    refused = _single(*_args(tiny_file, out, "--view-noise", "0.3", "0", classes="0", per_class="2"))
+    assert refused.returncode == 2
+    assert "another recipe" in refused.stderr and "view_noise" in refused.stderr
+
+
 def test_an_image_without_its_record_is_made_again(tiny_file, reference, tmp_path):
     """A PNG whose record is missing (killed between the two writes) or a leftover temporary file
     does not count as finished: the rerun writes the image again, the same bytes, and removes the
