@@ -135,6 +135,13 @@ CANDIDATES: dict[str, Variant] = {
                            dict(view_noise=(0.5, 0.5, 0.0, 0.0))),
     "early3_n30": _variant("lucid_smoothed, view noise at 32, 64 and 128 px only (recipe lucid_sharp_finish)",
                            "lucid_sharp_finish"),
+    # ---- 2026-12-06 night: larger views, more steps on lucid_smoothed ----
+    "smoothed_crop50": _variant("lucid_smoothed, crops 50-100 % of the image area", "lucid_smoothed",
+                                augment=_aug("lucid_smoothed", crop_scale=(0.5, 1.0))),
+    "smoothed_400": _variant("lucid_smoothed, 100 steps in each of the four stages", "lucid_smoothed",
+                             dict(steps=(100, 100, 100, 100))),
+    "smoothed_front": _variant("lucid_smoothed, 100, 100, 50, 50 steps: the same 300, moved to 32 and 64 px",
+                               "lucid_smoothed", dict(steps=(100, 100, 50, 50))),
 }
 
 GROUPS: dict[str, tuple[str, ...]] = {
