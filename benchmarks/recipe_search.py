@@ -45,9 +45,10 @@ FORBIDDEN = frozenset(
     + tuple(range(20, 960, 40)) + (5, 205, 405, 605, 805)
     # the fresh held-out classes of the panel that made lucid_coarse the default (results/panel/heldout-fresh)
     + (42, 116, 129, 240, 269, 356, 436, 459, 535, 615, 682, 748, 773, 838, 924, 956)
-    # the second and third fresh draws (results/panel/heldout-fresh2, heldout-noise)
+    # the second, third and fourth fresh draws (results/panel/heldout-fresh2, heldout-noise, heldout-steps)
     + (24, 69, 161, 245, 280, 360, 393, 479, 504, 608, 625, 693, 765, 871, 918, 967)
     + (52, 70, 137, 214, 297, 352, 423, 494, 502, 568, 667, 711, 781, 816, 935, 944)
+    + (53, 124, 164, 218, 295, 359, 435, 461, 551, 604, 665, 696, 789, 845, 922, 957)
 )
 RESULTS = Path("benchmarks/results/recipe_search")
 
