@@ -334,7 +334,7 @@ def score(key: dict[str, dict] | dict[str, dict[str, dict]], viewers: dict[str, 
             result.named[method] += 1
             if verdict[0] == "ruling":
                 by_ruling.append(dict(row, accepted_word=verdict[1]))
-    methods = sorted({e["method"] for k in (key.values() if key_per_viewer else [key]) for e in k.values()})
+    methods = sorted({e["method"] for k in keys.values() for e in k.values()})
     table = {
         method: {
             viewer: {

@@ -170,9 +170,7 @@ def view_noise(args: argparse.Namespace) -> tuple[float, ...]:
     """--view-noise, one value or one per stage: noisy views, but clean ones when starting from a picture."""
     if args.view_noise is not None:
         return tuple(args.view_noise)
-    if getattr(args, "init", None):
-        return (0.0,)
-    return DEFAULTS.view_noise or (DEFAULTS.stage.augment.noise,)
+    return (_given_or_default(None, DEFAULTS.stage.augment.noise, args),)
 
 
 def config_from_args(args: argparse.Namespace) -> ProgressiveConfig:
