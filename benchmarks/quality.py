@@ -86,17 +86,19 @@ class Variant:
 # ---- building blocks -------------------------------------------------------------------------
 
 JITTER_FLIP = AugmentConfig(crops=1, crop_scale=(1.0, 1.0), crop_ratio=(1.0, 1.0), jitter=0.05, flip=True,
-                            center_std=None, blur=0.0)
-# Uniform crop centres and sharp views, as these ablation rows were measured (the default centres
-# them since 2026-12-01 and blurs them since 2026-12-06).
-CROPS2 = AugmentConfig(crops=2, crop_scale=(0.25, 1.0), jitter=0.05, flip=True, center_std=None, blur=0.0)
+                            center_std=None, blur=0.0, noise=0.0)
+# Uniform crop centres, sharp and clean views, as these ablation rows were measured (the default
+# centres them since 2026-12-01, blurs them since 2026-12-06 and adds noise since that evening).
+CROPS2 = AugmentConfig(crops=2, crop_scale=(0.25, 1.0), jitter=0.05, flip=True, center_std=None, blur=0.0, noise=0.0)
 LADDER_SIZES = (64, 128, 224)
 STAGE_VIEWS = (64, 128, None)  # classifier sees each stage at its own side; native size at the end
 
 
 def _stage(**kw) -> OptimizeConfig:
-    # The priors off, as these rows were measured (the default turns them on since 2026-12-02).
-    base = dict(steps=100, lr=0.05, parameterization="fourier", augment=CROPS2, bn_weight=0.0, tv_weight=0.0)
+    # The priors off and Lucid's 1/f spectrum, as these rows were measured (the default turns the
+    # priors on since 2026-12-02 and steepens the spectrum to 1/f^1.5 since 2026-12-07).
+    base = dict(steps=100, lr=0.05, parameterization="fourier", decay_power=1.0, augment=CROPS2, bn_weight=0.0,
+                tv_weight=0.0)
     base.update(kw)
     return OptimizeConfig(**base)
 
@@ -147,22 +149,27 @@ VARIANTS: dict[str, Variant] = {
     "tv": _tuned("fourier, TV 0.05", stage=dict(tv_weight=0.05)),
     "bn": _tuned("fourier, BN statistics 0.001", stage=dict(bn_weight=0.001)),
 }
-# The pack's default, ProgressiveConfig() (recipe lucid_smoothed since the evening of 2026-12-06); the
-# defaults before it (recipe lucid_coarse, 2026-12-06; lucid_centered_bn, 2026-12-02; lucid_centered,
-# 2026-12-01; recipe lucid: crops anywhere, on which the rows below were measured); the ensemble (on
-# the ladder's `fourier` row).
+# The pack's default, ProgressiveConfig() (recipe lucid_steep since 2026-12-07); the defaults before
+# it (recipe lucid_smoothed, the evening of 2026-12-06; lucid_coarse, 2026-12-06; lucid_centered_bn,
+# 2026-12-02; lucid_centered, 2026-12-01; recipe lucid: crops anywhere, on which the rows below were
+# measured); the ensemble (on the ladder's `fourier` row).
 VARIANTS["default"] = Variant(
-    "recommended default (recipe lucid_smoothed): fourier, 2 crops centred N(0, 0.4), blurred by sigma U(0, 4) px "
-    "and with noise of std U(0, 0.3), BN-statistics 0.001 and TV 0.05 per image, classifier at 224, "
-    "32 -> 64 -> 128 -> 256 px, 50/50/100/100 steps",
+    "recommended default (recipe lucid_steep): fourier scaled 1/f^1.5, 2 crops centred N(0, 0.4), blurred by "
+    "sigma U(0, 4) px and with noise of std U(0, 0.3), BN-statistics 0.001 and TV 0.05 per image, classifier at "
+    "224, 32 -> 64 -> 128 -> 256 px, 50/50/100/100 steps",
     ProgressiveConfig(),
 )
 # The default's records are stored under its recipe's name: the same variant, renamed.
-VARIANTS["lucid_smoothed"] = replace(
+VARIANTS["lucid_steep"] = replace(
     VARIANTS["default"],
-    description="the default since the evening of 2026-12-06 (recipe lucid_smoothed): fourier, 2 crops centred "
+    description="the default since 2026-12-07 (recipe lucid_steep): fourier scaled 1/f^1.5, 2 crops centred "
     "N(0, 0.4), blurred by sigma U(0, 4) px and with noise of std U(0, 0.3), BN-statistics 0.001 and TV 0.05 per "
     "image, classifier at 224, 32 -> 64 -> 128 -> 256 px, 50/50/100/100 steps",
+)
+VARIANTS["lucid_smoothed"] = Variant(
+    "the default from the evening of 2026-12-06 to 2026-12-07 (recipe lucid_smoothed): lucid_steep with "
+    "Lucid's 1/f spectrum",
+    get_recipe("lucid_smoothed"),
 )
 VARIANTS["lucid_coarse"] = Variant(
     "the default of 2026-12-06 until the evening (recipe lucid_coarse): fourier, 2 crops centred N(0, 0.4) and "

@@ -23,7 +23,7 @@ from .class_names import imagenet_class_names, short_name
 from .classifier import combine
 from .errors import CaGError
 from .optimize import AUTOCAST_CHOICES, OPTIMIZERS
-from .parameterization import PARAMETERIZATIONS
+from .parameterization import NATURAL_SLOPE, PARAMETERIZATIONS
 from .progressive import NOISE_KINDS, UPSAMPLE_METHODS, ProgressiveConfig, generate
 from .timm_classifier import DEFAULT_CLASSIFIER, load_classifier
 
@@ -111,6 +111,11 @@ def add_recipe_arguments(parser: argparse.ArgumentParser) -> argparse._ArgumentG
     recipe.add_argument("--lr", type=float, default=DEFAULTS.stage.lr)
     recipe.add_argument("--optimizer", choices=OPTIMIZERS, default=DEFAULTS.stage.optimizer)
     recipe.add_argument("--param", choices=PARAMETERIZATIONS, default=DEFAULTS.stage.parameterization)
+    recipe.add_argument("--decay-power", type=float, default=None,
+                        help=f"how fast the spectrum falls, 1/f^this: fourier's step scale (1 = Lucid's, recipe "
+                        f"lucid_smoothed and those before it) or phase's fixed magnitudes. Default "
+                        f"{DEFAULTS.stage.decay_power:g} for fourier, or 1 with --init (measured so); phase: "
+                        f"{NATURAL_SLOPE:g}, a photo's")
     recipe.add_argument("--noise", choices=NOISE_KINDS, default=DEFAULTS.noise)
     recipe.add_argument("--upsample", choices=UPSAMPLE_METHODS, default=DEFAULTS.upsample_method)
     recipe.add_argument("--crops", type=int, default=DEFAULTS.stage.augment.crops, help="random views per image per step")
@@ -173,6 +178,17 @@ def view_noise(args: argparse.Namespace) -> tuple[float, ...]:
     return (_given_or_default(None, DEFAULTS.stage.augment.noise, args),)
 
 
+def decay_power(args: argparse.Namespace) -> float | None:
+    """--decay-power as given; else for fourier the default's steep spectrum, but Lucid's 1 when
+    starting from a picture (the photo recipes were measured so); for the other parameterizations
+    their own (None: phase's natural slope)."""
+    if args.decay_power is not None:
+        return args.decay_power
+    if args.param != "fourier":
+        return None
+    return 1.0 if getattr(args, "init", None) else DEFAULTS.stage.decay_power
+
+
 def config_from_args(args: argparse.Namespace) -> ProgressiveConfig:
     noises = view_noise(args)
     augment = AugmentConfig(
@@ -189,6 +205,7 @@ def config_from_args(args: argparse.Namespace) -> ProgressiveConfig:
         lr=args.lr,
         optimizer=args.optimizer,
         parameterization=args.param,
+        decay_power=decay_power(args),
         augment=augment,
         mask_ratio=args.mask_ratio,
         diversity_weight=args.diversity,

@@ -82,7 +82,7 @@ def upsample(images01: torch.Tensor, height: int, width: int, method: str = "bic
 
 @dataclass(frozen=True)
 class ProgressiveConfig:
-    # Recipe lucid_smoothed (README, defaults table): a 32 px stage lays out fewer, larger shapes first.
+    # Recipe lucid_steep (README, defaults table): a 32 px stage lays out fewer, larger shapes first.
     sizes: tuple[int, ...] = (32, 64, 128, 256)  # square side of each stage
     steps: tuple[int, ...] = (50, 50, 100, 100)  # steps per stage (one value is repeated)
     noise: str = "gray"

@@ -11,9 +11,10 @@ from ..cag_core.augment import (DEFAULT_CENTER_STD, DEFAULT_CROP_SCALE, DEFAULT_
                                 MAX_NOISE, AugmentConfig, center_std_or_uniform)
 from ..cag_core.classifier import as_ensemble
 from ..cag_core.errors import CaGError, NonFiniteLossError, report_out_of_memory
-from ..cag_core.optimize import DEFAULT_BN_WEIGHT, DEFAULT_TV_WEIGHT, OptimizeConfig, optimize
+from ..cag_core.optimize import (DEFAULT_BN_WEIGHT, DEFAULT_DECAY_POWER, DEFAULT_TV_WEIGHT, MAX_DECAY_POWER,
+                                 OptimizeConfig, optimize)
 from ..cag_core.regions import check_mask_batch, composite, resize_mask
-from ..cag_core.parameterization import PARAMETERIZATIONS
+from ..cag_core.parameterization import NATURAL_SLOPE, PARAMETERIZATIONS
 from ..cag_core.progressive import (
     MAX_SIDE, NOISE_KINDS, UPSAMPLE_METHODS, check_size, init_noise, noise_streams, upsample,
 )
@@ -208,13 +209,21 @@ class CaGOptimize:
                     "survive the noise, not faint pixel patterns. 0.3 is the default recipe; 0 = clean views (recipe "
                     "lucid_coarse and those before it, and what the photo workflows use).",
                 }),
+                "decay_power": ("FLOAT", {
+                    "default": DEFAULT_DECAY_POWER, "min": 0.0, "max": MAX_DECAY_POWER, "step": 0.05,
+                    "tooltip": "How fast the spectrum falls, 1/f^this. fourier: the coarse shapes move this much "
+                    f"faster than the fine detail; {DEFAULT_DECAY_POWER:g} (the default recipe) draws bold, whole "
+                    "shapes in strong light, and people name more of the images (blind panels); 1 = Lucid's (the "
+                    "recipes before 2026-12-07, and what the photo workflows use). phase: the slope of its fixed "
+                    f"magnitudes (a photo's: {NATURAL_SLOPE:g}). No effect on pixels.",
+                }),
             },
             "hidden": {"unique_id": "UNIQUE_ID"},
         }
 
     @classmethod
     def VALIDATE_INPUTS(cls, steps, target_text="", feather=0, anchor_weight=0.0, crop_center_std=None,
-                        crop_max=None, view_blur=None, view_noise=None):
+                        crop_max=None, view_blur=None, view_noise=None, decay_power=None):
         def check_steps():
             if not 1 <= int(steps) <= MAX_STEPS:
                 raise CaGError(f"steps must be between 1 and {MAX_STEPS}, got {steps}.")
@@ -232,6 +241,7 @@ class CaGOptimize:
             range_result("crop_max", crop_max, DEFAULT_CROP_SCALE[0], 1, " (of the image area)"),
             range_result("view_blur", view_blur, 0, MAX_BLUR, " px (0 = off)"),
             range_result("view_noise", view_noise, 0, MAX_NOISE, " (0 = off)"),
+            range_result("decay_power", decay_power, 0, MAX_DECAY_POWER, " (1 = Lucid's 1/f)"),
         ]
         if feather is not None and not 0 <= int(feather) <= 256:
             results.append(f"feather must be between 0 and 256 px, got {feather}.")
@@ -243,7 +253,7 @@ class CaGOptimize:
                         diversity_weight, bn_weight, tv_weight, seed, mae=None, target_text="", mask=None,
                         feather=0, fill_masked=False, anchor_weight=0.0, crop_center_std=DEFAULT_CENTER_STD,
                         crop_max=DEFAULT_CROP_SCALE[1], view_blur=DEFAULT_VIEW_BLUR, view_noise=DEFAULT_VIEW_NOISE,
-                        unique_id=None):
+                        decay_power=DEFAULT_DECAY_POWER, unique_id=None):
         ensemble = as_ensemble(classifier)
         device = ensemble.members[0].device
         images = comfy_to_engine(image)
@@ -255,7 +265,7 @@ class CaGOptimize:
             log.info("CaG: moving the MAE from %s to %s, the classifier's device", module_device(mae), device)
             mae = move_module(mae, device)
         config = OptimizeConfig(
-            steps=steps, lr=lr, parameterization=parameterization,
+            steps=steps, lr=lr, parameterization=parameterization, decay_power=float(decay_power),
             augment=AugmentConfig(crops=crops, center_std=center_std_or_uniform(crop_center_std),
                                   crop_scale=(DEFAULT_CROP_SCALE[0], float(crop_max)), blur=float(view_blur),
                                   noise=float(view_noise)),

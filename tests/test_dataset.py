@@ -199,6 +199,20 @@ def test_per_stage_view_noise_is_recorded_only_when_used(tiny_file, tmp_path):
     assert "another recipe" in refused.stderr and "view_noise" in refused.stderr
 
 
+def test_lucids_spectrum_is_recorded_as_before_the_steep_default(tiny_file, tmp_path):
+    """`--decay-power 1` (Lucid's 1/f, what every folder before the steep default used) is recorded
+    as those folders recorded it, None, so they still resume; the steep default is another recipe."""
+    out = tmp_path / "spectrum"
+    assert _single(*_args(tiny_file, out, "--decay-power", "1", classes="0", per_class="1")).returncode == 0
+    assert json.loads((out / dataset_files.RECIPE).read_text())["config"]["stage"]["decay_power"] is None
+    refused = _single(*_args(tiny_file, out, classes="0", per_class="2"))
+    assert refused.returncode == 2
+    assert "another recipe" in refused.stderr and "decay_power" in refused.stderr
+    resumed = _single(*_args(tiny_file, out, "--decay-power", "1.0", classes="0", per_class="2"))
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    assert len(_manifest(out)) == 2
+
+
 def test_an_image_without_its_record_is_made_again(tiny_file, reference, tmp_path):
     """A PNG whose record is missing (killed between the two writes) or a leftover temporary file
     does not count as finished: the rerun writes the image again, the same bytes, and removes the

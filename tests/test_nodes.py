@@ -449,6 +449,25 @@ def test_view_noise_reaches_the_engine(comfy, monkeypatch):
     assert not torch.equal(noisy, clean)
 
 
+def test_decay_power_reaches_the_engine(comfy, monkeypatch):
+    """decay_power is the spectrum's fall-off (default the engine's 1.5, recipe lucid_steep; 1 = Lucid's,
+    the photo workflows' and the recipes before 2026-12-07); out of range is refused before a run."""
+    from cag_core.optimize import OptimizeConfig
+
+    seen = []
+    real = comfy.nodes.generation_nodes.optimize
+    monkeypatch.setattr(comfy.nodes.generation_nodes, "optimize",
+                        lambda *a, config, **k: seen.append(config.decay_power) or real(*a, config=config, **k))
+    classifier, image = load_classifier(comfy), comfy_image(1, 16, 16)
+    steep, _ = optimize(comfy, image, classifier, steps=2, seed=3)
+    lucid, _ = optimize(comfy, image, classifier, steps=2, seed=3, decay_power=1.0)
+    assert seen == [OptimizeConfig().decay_power, 1.0] and OptimizeConfig().decay_power == 1.5
+    assert not torch.equal(steep, lucid)
+    node = comfy.nodes.generation_nodes.CaGOptimize
+    assert node.VALIDATE_INPUTS(steps=10, decay_power=1.0) is True
+    assert "decay_power must be between 0 and 3" in node.VALIDATE_INPUTS(steps=10, decay_power=float("nan"))
+
+
 def test_crop_max_reaches_the_engine(comfy, monkeypatch):
     """crop_max is the largest crop's area (default 1.0; recipe lucid_tight: 0.6)."""
     seen = _spy_on_augment(comfy, monkeypatch, "crop_scale")

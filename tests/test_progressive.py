@@ -168,7 +168,7 @@ def test_cli_lucid_tight_from_flags():
     from cag_core.cli import build_parser, config_from_args
     from cag_core.recipes import get_recipe
 
-    sharp = ["--sizes", "64", "128", "256", "--view-blur", "0", "--view-noise", "0"]
+    sharp = ["--sizes", "64", "128", "256", "--view-blur", "0", "--view-noise", "0", "--decay-power", "1"]
     off = ["--bn", "0", "--tv", "0", "--steps", "100", "100", "100", *sharp]
     args = build_parser().parse_args(["generate", "--class", "1", "--crop-center-std", "0.25", "--crop-max", "0.6", *off])
     assert config_from_args(args) == get_recipe("lucid_tight")
@@ -177,28 +177,36 @@ def test_cli_lucid_tight_from_flags():
     assert config_from_args(args) == get_recipe("lucid_centered_bn50")
 
 
-def test_cli_default_is_lucid_smoothed_and_the_defaults_before_are_flags_away():
-    """No flags: the default recipe lucid_smoothed (32 -> 64 -> 128 -> 256, 50/50/100/100 steps, view blur 4,
-    view noise 0.3); --view-noise 0 is lucid_coarse, the default before; --sizes 64 128 256 --steps 100 100
-    100 --view-blur 0 --view-noise 0 is lucid_centered_bn, the one before that; --init alone gives sharp,
-    clean views (the photo recipes were measured so), --view-blur and --view-noise override it."""
+def test_cli_default_is_lucid_steep_and_the_defaults_before_are_flags_away():
+    """No flags: the default recipe lucid_steep (32 -> 64 -> 128 -> 256, 50/50/100/100 steps, view blur 4,
+    view noise 0.3, spectrum 1/f^1.5); --decay-power 1 is lucid_smoothed, the default before; with
+    --view-noise 0 lucid_coarse, the one before that; --sizes 64 128 256 --steps 100 100 100
+    --view-blur 0 --view-noise 0 is lucid_centered_bn; --init alone gives sharp, clean views and
+    Lucid's spectrum (the photo recipes were measured so), each flag overrides it; other
+    parameterizations keep their own fall-off."""
     from cag_core.cli import build_parser, config_from_args
     from cag_core.recipes import get_recipe
 
     def config(*argv):
         return config_from_args(build_parser().parse_args(["generate", "--class", "1", *argv]))
 
-    assert config() == get_recipe("lucid_smoothed") == ProgressiveConfig()
+    assert config() == get_recipe("lucid_steep") == ProgressiveConfig()
     explicit = ["--sizes", "32", "64", "128", "256", "--steps", "50", "50", "100", "100", "--view-blur", "4"]
-    assert config(*explicit, "--view-noise", "0.3") == get_recipe("lucid_smoothed")
-    assert config(*explicit, "--view-noise", "0") == config("--view-noise", "0") == get_recipe("lucid_coarse")
+    assert config(*explicit, "--view-noise", "0.3", "--decay-power", "1.5") == get_recipe("lucid_steep")
+    assert config(*explicit, "--view-noise", "0.3", "--decay-power", "1") == get_recipe("lucid_smoothed")
+    lucid = ["--decay-power", "1"]
+    assert config(*explicit, *lucid, "--view-noise", "0") == config(*lucid, "--view-noise", "0") == get_recipe("lucid_coarse")
     assert config("--sizes", "64", "128", "256", "--steps", "100", "100", "100", "--view-blur", "0",
-                  "--view-noise", "0") == get_recipe("lucid_centered_bn")
+                  "--view-noise", "0", *lucid) == get_recipe("lucid_centered_bn")
     assert config("--init", "photo.png").stage.augment.blur == 0
     assert config("--init", "photo.png").stage.augment.noise == 0
+    assert config("--init", "photo.png").stage.decay_power == 1.0
+    assert config("--init", "photo.png", "--decay-power", "1.5").stage.decay_power == 1.5
+    assert config("--param", "phase").stage.decay_power is None  # phase: the photos' slope, as before
+    assert config("--param", "phase", "--decay-power", "1.6").stage.decay_power == 1.6
     assert config("--init", "photo.png", "--view-noise", "0.2").stage.augment.noise == 0.2
     assert config("--init", "photo.png", "--view-blur", "2").stage.augment.blur == 2
-    sharp_finish = config("--view-noise", "0.3", "0.3", "0.3", "0")
+    sharp_finish = config("--view-noise", "0.3", "0.3", "0.3", "0", "--decay-power", "1")
     assert sharp_finish == get_recipe("lucid_sharp_finish")
     assert [c.augment.noise for c in sharp_finish.stage_configs()] == [0.3, 0.3, 0.3, 0.0]
     assert [c.augment.noise for c in config("--init", "photo.png").stage_configs()] == [0.0] * 4

@@ -24,14 +24,17 @@ def _decorrelated(images01):
 # ---- recipes ---------------------------------------------------------------------------------
 
 
-def test_lucid_smoothed_is_the_default():
-    """'lucid_smoothed' is what the pack ships as its default; 'lucid_coarse' (the default for most of
-    2026-12-06) differs from it only in the clean views, 'lucid_centered_bn' (the default of 2026-12-02)
+def test_lucid_steep_is_the_default():
+    """'lucid_steep' is what the pack ships as its default; 'lucid_smoothed' (the default from the
+    evening of 2026-12-06) differs from it only in Lucid's 1/f spectrum, 'lucid_coarse' (the default
+    for most of 2026-12-06) from that only in the clean views, 'lucid_centered_bn' (the default of 2026-12-02)
     from that only in the stages (64 -> 128 -> 256, 3 x 100 steps, the same 300) and the sharp views,
     'lucid_centered_bn50' (opt-in) from that only in the 64 px stage's steps, 'lucid_centered' (the
     default of 2026-12-01) only in the priors, and 'lucid' (before) also in where crops land."""
-    default = ProgressiveConfig()
-    assert get_recipe("lucid_smoothed") == default
+    steep = ProgressiveConfig()
+    assert get_recipe("lucid_steep") == steep and steep.stage.decay_power == 1.5
+    default = get_recipe("lucid_smoothed")  # the rest of this test walks back from it
+    assert default.stage.decay_power == 1.0 and replace(default, stage=replace(default.stage, decay_power=1.5)) == steep
     assert default.sizes == (32, 64, 128, 256) and default.stage.augment.blur == 4.0
     assert default.stage.augment.noise == 0.3
     assert default.stage.bn_weight > 0 and default.stage.tv_weight > 0
@@ -114,7 +117,8 @@ def test_phase_image_keeps_the_mean_colour():
 
 def test_phase_optimization_lowers_the_loss():
     """Optimizing only phases and mean colour still moves a tiny classifier toward the target."""
-    config = OptimizeConfig(steps=30, lr=0.1, parameterization="phase", augment=AugmentConfig(crops=2, blur=0.0, noise=0.0))
+    config = OptimizeConfig(steps=30, lr=0.1, parameterization="phase", decay_power=None,
+                            augment=AugmentConfig(crops=2, blur=0.0, noise=0.0))
     result = optimize(torch.rand(2, 3, 24, 24, generator=torch.Generator().manual_seed(0)), tiny_classifier(),
                       "class 3", config=config)
     assert result.images.shape == (2, 3, 24, 24) and 0 <= result.images.min() and result.images.max() <= 1
