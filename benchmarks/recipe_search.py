@@ -148,6 +148,7 @@ CANDIDATES: dict[str, Variant] = {
     "smoothed_front": _variant("lucid_smoothed, 100, 100, 50, 50 steps: the same 300, moved to 32 and 64 px",
                                "lucid_smoothed", dict(steps=(100, 100, 50, 50))),
     "lucid_smoothed": quality.VARIANTS["lucid_smoothed"],  # the default until 2026-12-07, as quality.py measures it
+    "lucid_steep": quality.VARIANTS["lucid_steep"],  # the default since 2026-12-07 (= smoothed_decay15)
     # ---- 2026-12-07: buying steps with the BN prior's cost, a steeper spectrum ----
     "smoothed_nobn": _variant("lucid_smoothed without the BN-statistics prior (bn_weight 0)", "lucid_smoothed",
                               bn_weight=0.0),
