@@ -32,9 +32,9 @@ MAX_BLUR = 8.0  # view blur sigma, in pixels of the classifier's input (the kern
 # the last on 16 fresh held-out classes x 2 seeds (benchmarks/results/recipe_search/README.md).
 DEFAULT_VIEW_BLUR = 4.0
 MAX_NOISE = 1.0  # view noise standard deviation, in pixel values (an image spans 0..1)
-# The default view noise (recipe "lucid_smoothed", the default since the evening of 2026-12-06): on 16
-# fresh held-out classes blind viewers named 21 of 32 guesses against 7 without it, photo score 2.59
-# against 1.97 (benchmarks/results/recipe_search/README.md).
+# The default view noise (recipes "lucid_smoothed", the default from the evening of 2026-12-06, and
+# "lucid_steep" after it): on 16 fresh held-out classes blind viewers named 21 of 32 guesses against
+# 7 without it, photo score 2.59 against 1.97 (benchmarks/results/recipe_search/README.md).
 DEFAULT_VIEW_NOISE = 0.3
 # The seed of the one standard-normal field every view's noise is cut from (`noise_field`).
 NOISE_FIELD_SEED = 2211_14794

@@ -95,11 +95,12 @@ RECIPES["lucid_coarse"] = dataclasses.replace(
 # lucid_coarse through noisy views; the default from the evening of 2026-12-06 to 2026-12-07. Each
 # view the classifier sees gets Gaussian noise of std U(0, 0.3) pixel values (randomized smoothing):
 # what convinces the classifier through the noise are shapes and colours, not the faint pixel
-# patterns a non-robust network also answers to. Blind viewers, each seeing every class once (benchmarks/results/panel/heldout-noise*/): 16 fresh held-out classes
-# named 21 of 32 guesses against 7 for lucid_coarse (seed 0) and 8 against 2 (seed 1), photo score
-# 2.59 against 1.97 and 1.78; the 24 quality held-out classes 21 against 18 of 48, 2.35 against
-# 1.79. The judges agree less on man-made objects: Lite2 top-1 18/24 on those 24 classes
-# (lucid_coarse 23/24, another day), 20 against 21 in one run judged as benchmarks.peers does.
+# patterns a non-robust network also answers to. Blind viewers, each seeing every class once
+# (benchmarks/results/panel/heldout-noise*/): 16 fresh held-out classes named 21 of 32 guesses
+# against 7 for lucid_coarse (seed 0) and 8 against 2 (seed 1), photo score 2.59 against 1.97 and
+# 1.78; the 24 quality held-out classes 21 against 18 of 48, 2.35 against 1.79. The judges agree
+# less on man-made objects: Lite2 top-1 18/24 on those 24 classes (lucid_coarse 23/24, another
+# day), 20 against 21 in one run judged as benchmarks.peers does.
 RECIPES["lucid_smoothed"] = dataclasses.replace(
     RECIPES["lucid_coarse"],
     stage=dataclasses.replace(

@@ -211,8 +211,8 @@ class CaGOptimize:
                 }),
                 "decay_power": ("FLOAT", {
                     "default": DEFAULT_DECAY_POWER, "min": 0.0, "max": MAX_DECAY_POWER, "step": 0.05,
-                    "tooltip": "How fast the spectrum falls, 1/f^this. fourier: the coarse shapes move this much "
-                    f"faster than the fine detail; {DEFAULT_DECAY_POWER:g} (the default recipe) draws bold, whole "
+                    "tooltip": "How fast the spectrum falls, 1/f^this. fourier: the larger, the faster the coarse "
+                    f"shapes move against the fine detail; {DEFAULT_DECAY_POWER:g} (the default recipe) draws bold, whole "
                     "shapes in strong light, and people name more of the images (blind panels); 1 = Lucid's (the "
                     "recipes before 2026-12-07, and what the photo workflows use). phase: the slope of its fixed "
                     f"magnitudes (a photo's: {NATURAL_SLOPE:g}). No effect on pixels.",
