@@ -30,8 +30,8 @@ import torch.nn.functional as F
 from cag_core.augment import NOISE_FIELD_SEED, NO_AUGMENT, AugmentConfig
 from cag_core.classifier import Classifier
 from cag_core.mae import IMAGENET_MEAN, IMAGENET_STD, MaskedAutoencoder
-from cag_core.optimize import OptimizeConfig
-from cag_core.parameterization import _COLOR_SQRT, _FOURIER_MAGIC, parameterize
+from cag_core.optimize import OptimizeConfig, image_parameterization
+from cag_core.parameterization import _COLOR_SQRT, _FOURIER_MAGIC
 from cag_core.streams import ImageStreams
 from cag_core.targets import Target
 
@@ -42,18 +42,26 @@ def check_supported(config: OptimizeConfig, classifier: Classifier) -> None:
     if config.diversity_weight or config.paste_visible or config.optimizer != "adam":
         raise ValueError(f"The reference step supports the per-image losses and Adam only; got diversity_weight="
                          f"{config.diversity_weight}, paste_visible={config.paste_visible}, optimizer={config.optimizer}.")
+    if config.image_std is not None or config.focus is not None or config.chroma_decay:
+        raise ValueError("The reference Fourier image is the plain 1/f^decay_power one: no image_std, focus or "
+                         "chroma_decay.")
 
 
 # -- the image from its parameters --------------------------------------------------------------
 
 
-def fourier_image(spectrum: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
-    """One image [1, 3, H, W] from its real-view spectrum [1, 3, H, W//2+1, 2]; constants rebuilt."""
+def _fourier_decay(config: OptimizeConfig) -> float:
+    return 1.0 if config.decay_power is None else config.decay_power
+
+
+def fourier_image(spectrum: torch.Tensor, size: tuple[int, int], decay_power: float = 1.0) -> torch.Tensor:
+    """One image [1, 3, H, W] from its real-view spectrum [1, 3, H, W//2+1, 2]; constants rebuilt
+    (the step scale 1/f^decay_power: Lucid's 1, the default 1.5)."""
     h, w = size
     device = spectrum.device
     fy = torch.fft.fftfreq(h, device=device)[:, None]
     fx = torch.fft.rfftfreq(w, device=device)[None, :]
-    scale = 1.0 / torch.sqrt(fx * fx + fy * fy).clamp(min=1.0 / max(h, w))
+    scale = 1.0 / torch.sqrt(fx * fx + fy * fy).clamp(min=1.0 / max(h, w)) ** decay_power
     color = (_COLOR_SQRT / _COLOR_SQRT.norm(dim=0).max()).to(device)
     image = torch.fft.irfft2(torch.view_as_complex(spectrum) * scale, s=size, norm="ortho") / _FOURIER_MAGIC
     image = torch.einsum("bchw,dc->bdhw", image, color)
@@ -226,7 +234,8 @@ def reference_loss(
     total = params.new_zeros(())
     for i in range(batch):
         with torch.autocast(params.device.type, enabled=False):  # the image is fp32, as in the engine
-            image = fourier_image(params[i : i + 1], size) if config.parameterization == "fourier" else params[i : i + 1]
+            image = (fourier_image(params[i : i + 1], size, _fourier_decay(config))
+                     if config.parameterization == "fourier" else params[i : i + 1])
         if config.tv_weight > 0:  # of the image itself, before the MAE
             dx = (image[..., :, 1:] - image[..., :, :-1]).abs().mean()
             dy = (image[..., 1:, :] - image[..., :-1, :]).abs().mean()
@@ -288,7 +297,7 @@ def reference_optimize(
     check_supported(config, classifier)
     size = tuple(images01.shape[-2:])
     with torch.inference_mode(False), torch.enable_grad():
-        params = parameterize(images01.detach().clone(), config.parameterization).params[0].detach().clone()
+        params = image_parameterization(images01.detach().clone(), config).params[0].detach().clone()
         params.requires_grad_(True)
         optimizer = torch.optim.Adam([params], lr=config.lr, foreach=False, fused=False)
         losses = []

@@ -74,7 +74,6 @@ from cag_core.optimize import (  # noqa: E402
     step_forward,
     views_per_forward,
 )
-from cag_core.parameterization import parameterize  # noqa: E402
 from cag_core.precast import weights_in_autocast_dtype  # noqa: E402
 from cag_core.progressive import init_noise, noise_streams  # noqa: E402
 from cag_core.streams import ImageStreams  # noqa: E402
@@ -320,7 +319,7 @@ def engine_loss_and_grad(images, classifier, mae, target, config, seed):
     says so), on randoms drawn the way it draws them."""
     device = images.device
     with torch.inference_mode(False), torch.enable_grad():
-        image_fn = parameterize(images.detach().clone(), config.parameterization)
+        image_fn = engine.image_parameterization(images.detach().clone(), config)
         ensemble = as_ensemble(classifier)
         randoms = draw_step_randoms(mae, config, ImageStreams.for_batch(seed, images.shape[0]))
         # Every field, so a random input the step gains later cannot be left behind again.
@@ -341,7 +340,7 @@ def engine_loss_and_grad(images, classifier, mae, target, config, seed):
 def reference_loss_and_grad(images, classifier, mae, target, config, seed):
     """The reference's loss and gradient; under `config.autocast` only to calibrate bf16 checks."""
     with torch.inference_mode(False), torch.enable_grad():
-        params = parameterize(images.detach().clone(), config.parameterization).params[0].detach().clone()
+        params = engine.image_parameterization(images.detach().clone(), config).params[0].detach().clone()
         params.requires_grad_(True)
         with _autocast(images.device, config.autocast):
             loss = reference_loss(params, tuple(images.shape[-2:]), classifier, target, config, mae,

@@ -242,6 +242,14 @@ def defer_loss_read(device: torch.device) -> bool:
     return device.type != "cpu"
 
 
+def image_parameterization(images01: torch.Tensor, config: OptimizeConfig):
+    """The parameterization of `images01` that a stage with `config` steps (its kind, spectrum
+    fall-off, contrast, focus and colour damping); the speed checks build theirs here too."""
+    return parameterize(
+        images01, config.parameterization, config.decay_power, config.image_std, config.focus, config.chroma_decay
+    )
+
+
 def check_devices(images: torch.Tensor, ensemble: Ensemble, mae: object | None) -> torch.device:
     """All models must sit on the images' device; say which one does not."""
     device = images.device
@@ -308,9 +316,7 @@ def optimize(
         start = images01.detach().clone()
         if config.fill_masked and region is not None and region[1] is not None:
             start = fill_from_surroundings(start.float(), region[1])
-        image_fn = parameterize(
-            start, config.parameterization, config.decay_power, config.image_std, config.focus, config.chroma_decay
-        )
+        image_fn = image_parameterization(start, config)
         optimizer = _make_optimizer(
             config.optimizer, image_fn.params, config.lr, device, capturable=captures(device, config.cuda_graph)
         )

@@ -25,9 +25,9 @@ from benchmarks.reference_step import reference_loss, reference_optimize
 from cag_core.augment import NO_AUGMENT, AugmentConfig
 from cag_core.classifier import as_ensemble
 from cag_core.mae import MAEConfig, mae_from_config
-from cag_core.optimize import OptimizeConfig, _step_loss, draw_step_randoms, optimize, step_bn_stats, views_per_forward
+from cag_core.optimize import (OptimizeConfig, _step_loss, draw_step_randoms, image_parameterization, optimize,
+                               step_bn_stats, views_per_forward)
 from cag_core.streams import ImageStreams, stage_purpose
-from cag_core.parameterization import parameterize
 from cag_core.targets import parse_target
 from tiny import tiny_classifier
 
@@ -37,7 +37,7 @@ TINY_MAE = MAEConfig(img_size=32, patch_size=8, embed_dim=32, depth=2, num_heads
 
 
 def _engine(images, classifier, target, config, mae, seed, chunk=None):
-    image_fn = parameterize(images.clone(), config.parameterization)
+    image_fn = image_parameterization(images.clone(), config)
     randoms = draw_step_randoms(mae, config, ImageStreams.for_batch(seed, images.shape[0]))
     bn_stats = step_bn_stats(config, as_ensemble(classifier), images.device)  # as optimize() builds it
     with bn_stats if bn_stats is not None else contextlib.nullcontext():
@@ -48,7 +48,7 @@ def _engine(images, classifier, target, config, mae, seed, chunk=None):
 
 
 def _reference(images, classifier, target, config, mae, seed):
-    params = parameterize(images.clone(), config.parameterization).params[0].detach().clone().requires_grad_(True)
+    params = image_parameterization(images.clone(), config).params[0].detach().clone().requires_grad_(True)
     loss = reference_loss(params, tuple(images.shape[-2:]), classifier, target, config, mae,
                           ImageStreams.for_batch(seed, images.shape[0]))
     loss.backward()
