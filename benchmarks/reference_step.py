@@ -31,7 +31,7 @@ from cag_core.augment import NOISE_FIELD_SEED, NO_AUGMENT, AugmentConfig
 from cag_core.classifier import Classifier
 from cag_core.mae import IMAGENET_MEAN, IMAGENET_STD, MaskedAutoencoder
 from cag_core.optimize import OptimizeConfig, image_parameterization
-from cag_core.parameterization import _COLOR_SQRT, _FOURIER_MAGIC
+from cag_core.parameterization import _COLOR_SQRT, _FOURIER_MAGIC, own_decay_power
 from cag_core.streams import ImageStreams
 from cag_core.targets import Target
 
@@ -48,10 +48,6 @@ def check_supported(config: OptimizeConfig, classifier: Classifier) -> None:
 
 
 # -- the image from its parameters --------------------------------------------------------------
-
-
-def _fourier_decay(config: OptimizeConfig) -> float:
-    return 1.0 if config.decay_power is None else config.decay_power
 
 
 def fourier_image(spectrum: torch.Tensor, size: tuple[int, int], decay_power: float = 1.0) -> torch.Tensor:
@@ -234,8 +230,8 @@ def reference_loss(
     total = params.new_zeros(())
     for i in range(batch):
         with torch.autocast(params.device.type, enabled=False):  # the image is fp32, as in the engine
-            image = (fourier_image(params[i : i + 1], size, _fourier_decay(config))
-                     if config.parameterization == "fourier" else params[i : i + 1])
+            decay = own_decay_power("fourier") if config.decay_power is None else config.decay_power
+            image = fourier_image(params[i : i + 1], size, decay) if config.parameterization == "fourier" else params[i : i + 1]
         if config.tv_weight > 0:  # of the image itself, before the MAE
             dx = (image[..., :, 1:] - image[..., :, :-1]).abs().mean()
             dy = (image[..., 1:, :] - image[..., :-1, :]).abs().mean()

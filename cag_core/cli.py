@@ -23,7 +23,7 @@ from .class_names import imagenet_class_names, short_name
 from .classifier import combine
 from .errors import CaGError
 from .optimize import AUTOCAST_CHOICES, OPTIMIZERS
-from .parameterization import NATURAL_SLOPE, PARAMETERIZATIONS
+from .parameterization import NATURAL_SLOPE, PARAMETERIZATIONS, own_decay_power
 from .progressive import NOISE_KINDS, UPSAMPLE_METHODS, ProgressiveConfig, generate
 from .timm_classifier import DEFAULT_CLASSIFIER, load_classifier
 
@@ -186,7 +186,7 @@ def decay_power(args: argparse.Namespace) -> float | None:
         return args.decay_power
     if args.param != "fourier":
         return None
-    return 1.0 if getattr(args, "init", None) else DEFAULTS.stage.decay_power
+    return own_decay_power("fourier") if getattr(args, "init", None) else DEFAULTS.stage.decay_power
 
 
 def config_from_args(args: argparse.Namespace) -> ProgressiveConfig:

@@ -35,8 +35,7 @@ from . import distributed
 from .class_names import resolve_class
 from .classifier import as_ensemble
 from .errors import CaGError
-from .optimize import OptimizeConfig
-from .parameterization import NATURAL_SLOPE
+from .parameterization import own_decay_power
 from .progressive import ProgressiveConfig, generate
 
 log = logging.getLogger("cag_core.dataset")
@@ -136,12 +135,6 @@ def _classifier_identity(spec: str) -> dict:
     return {"spec": spec, "weights": {"timm": spec, "timm_version": timm.__version__}}
 
 
-def own_decay_power(stage: OptimizeConfig) -> bool:
-    """Whether the stage's decay_power is its parameterization's own (what None stands for)."""
-    own = {"fourier": 1.0, "phase": NATURAL_SLOPE}.get(stage.parameterization)
-    return stage.decay_power is None or stage.decay_power == own or stage.parameterization == "pixels"
-
-
 def recipe_of(args: argparse.Namespace, config: ProgressiveConfig, device: torch.device) -> dict:
     """Everything an image depends on besides its key: compared on every rerun."""
     from .timm_classifier import DEFAULT_CLASSIFIER
@@ -149,7 +142,8 @@ def recipe_of(args: argparse.Namespace, config: ProgressiveConfig, device: torch
     config_dict = json.loads(json.dumps(asdict(config)))
     if not config.view_noise:  # recorded only when used, so folders written before it existed still resume
         del config_dict["view_noise"]
-    if own_decay_power(config.stage):
+    own = own_decay_power(config.stage.parameterization)
+    if own is None or config.stage.decay_power in (None, own):
         # The parameterization's own fall-off is recorded as None, as folders written before the
         # steep default recorded it: `--decay-power 1` resumes them (the same images).
         config_dict["stage"]["decay_power"] = None

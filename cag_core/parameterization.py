@@ -246,6 +246,12 @@ class PixelImage:
         self.pixels.clamp_(0, 1)
 
 
+def own_decay_power(kind: str) -> float | None:
+    """What decay_power None stands for in parameterization `kind`: Lucid's 1/f for fourier, the
+    photos' slope for phase; None for pixels, which has no spectrum."""
+    return {"fourier": 1.0, "phase": NATURAL_SLOPE}.get(kind)
+
+
 def parameterize(
     images01: torch.Tensor, kind: str = "fourier", decay_power: float | None = None, image_std: float | None = None,
     focus: float | None = None, chroma_decay: float = 0.0,
@@ -261,9 +267,10 @@ def parameterize(
     if chroma_decay and kind != "fourier":
         raise CaGError(f"chroma_decay works with the fourier parameterization only, not '{kind}'.")
     if kind == "fourier":
-        return FourierImage(images01, 1.0 if decay_power is None else decay_power, image_std, focus, chroma_decay)
+        return FourierImage(images01, own_decay_power(kind) if decay_power is None else decay_power, image_std, focus,
+                            chroma_decay)
     if kind == "pixels":
         return PixelImage(images01)
     if kind == "phase":
-        return PhaseImage(images01, NATURAL_SLOPE if decay_power is None else decay_power, focus=focus)
+        return PhaseImage(images01, own_decay_power(kind) if decay_power is None else decay_power, focus=focus)
     raise CaGError(f"Unknown parameterization '{kind}'. Allowed: {', '.join(PARAMETERIZATIONS)}.")
