@@ -140,6 +140,10 @@ def add_recipe_arguments(parser: argparse.ArgumentParser) -> argparse._ArgumentG
     recipe.add_argument("--diversity", type=float, default=DEFAULTS.stage.diversity_weight)
     recipe.add_argument("--bn", type=float, default=DEFAULTS.stage.bn_weight,
                         help="BN-statistics prior weight, per image (0 = off: recipe lucid_centered)")
+    recipe.add_argument("--bn-every", type=int, default=None, metavar="N",
+                        help=f"measure the BN-statistics prior every N-th step at N x --bn (the same mean push at 1/N "
+                        f"of its cost; 1 = every step, recipe lucid_steep and those before it). Default "
+                        f"{DEFAULTS.stage.bn_every}, or 1 with --init (measured so)")
     recipe.add_argument("--tv", type=float, default=DEFAULTS.stage.tv_weight, help="total-variation weight (0 = off)")
     return recipe
 
@@ -189,6 +193,14 @@ def decay_power(args: argparse.Namespace) -> float | None:
     return own_decay_power("fourier") if getattr(args, "init", None) else DEFAULTS.stage.decay_power
 
 
+def bn_every(args: argparse.Namespace) -> int:
+    """--bn-every as given; else the default, but every step when starting from a picture (the
+    photo recipes were measured so)."""
+    if args.bn_every is not None:
+        return args.bn_every
+    return 1 if getattr(args, "init", None) else DEFAULTS.stage.bn_every
+
+
 def config_from_args(args: argparse.Namespace) -> ProgressiveConfig:
     noises = view_noise(args)
     augment = AugmentConfig(
@@ -210,6 +222,7 @@ def config_from_args(args: argparse.Namespace) -> ProgressiveConfig:
         mask_ratio=args.mask_ratio,
         diversity_weight=args.diversity,
         bn_weight=args.bn,
+        bn_every=bn_every(args),
         tv_weight=args.tv,
         anchor_weight=getattr(args, "anchor", DEFAULTS.stage.anchor_weight),
         feather=getattr(args, "feather", DEFAULTS.stage.feather),

@@ -142,6 +142,8 @@ def recipe_of(args: argparse.Namespace, config: ProgressiveConfig, device: torch
     config_dict = json.loads(json.dumps(asdict(config)))
     if not config.view_noise:  # recorded only when used, so folders written before it existed still resume
         del config_dict["view_noise"]
+    if config.stage.bn_every == 1:  # recorded only when not every step, so earlier folders still resume
+        del config_dict["stage"]["bn_every"]
     own = own_decay_power(config.stage.parameterization)
     if own is None or config.stage.decay_power in (None, own):
         # The parameterization's own fall-off is recorded as None, as folders written before the

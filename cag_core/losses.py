@@ -105,10 +105,17 @@ class BatchNormStats:
     moments; `end_forward`, which the step calls after each forward, turns all layers' moments
     into distances in a few batched operations (per-layer operations were most of the cost on a
     CPU: EfficientNet-Lite0 has 49 BN layers). `take` is called once per step.
+
+    `every` = n measures the loss only in steps 0, n, 2n, ... (counted by `take`), as n times the
+    distance, so its mean push stays the same; in the other steps the hooks store nothing and
+    `take` returns None, and the step pays nothing for the prior.
     """
 
-    def __init__(self, models: list[nn.Module], views: int):
+    def __init__(self, models: list[nn.Module], views: int, every: int = 1):
         self.views = views
+        self.every = every
+        self._steps = 0  # `take` calls so far
+        self._measuring = True  # whether this step's forwards are measured
         # (module, [4, C]: gain and offset from the hooked map to the BN input, running mean and
         # variance). A BatchNorm is hooked at its input (gain 1, offset 0), a folded convolution at
         # its output.
@@ -127,10 +134,12 @@ class BatchNormStats:
 
     def _hook(self, index: int, on_input: bool):
         def hook(_module, inputs, output):
-            self._moments[index] = _pixel_moments(inputs[0] if on_input else output)
+            if self._measuring:
+                self._moments[index] = _pixel_moments(inputs[0] if on_input else output)
         return hook
 
     def __enter__(self) -> "BatchNormStats":
+        self._steps, self._measuring = 0, True
         self._handles = [m.register_forward_hook(self._hook(i, _is_batchnorm(m))) for i, (m, _) in enumerate(self.layers)]
         return self
 
@@ -168,10 +177,13 @@ class BatchNormStats:
 
     def take(self, batch: int) -> torch.Tensor | None:
         """[batch]: each image's loss since the last call, averaged over the ensemble's members
-        (each member ran the batch's forwards once); None if no BN layer ran."""
+        (each member ran the batch's forwards once); None if no BN layer ran or this step is not measured."""
         self.end_forward()
+        self._steps += 1
+        self._measuring = self._steps % self.every == 0
         if not self._images:
             return None
         per_image = torch.cat(self._images)
         self._images = []
-        return per_image.view(-1, batch).mean(0)
+        per_image = per_image.view(-1, batch).mean(0)
+        return per_image * self.every if self.every > 1 else per_image

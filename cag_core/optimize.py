@@ -62,6 +62,11 @@ class Reconstructor(Protocol):
 # (benchmarks/results/recipe_search/README.md); classifiers without BatchNorm are unaffected.
 DEFAULT_BN_WEIGHT = 0.001
 DEFAULT_TV_WEIGHT = 0.05
+# How often the BN-statistics prior is measured: every n-th step, at n times bn_weight (the same
+# push on average). The prior costs as much as a third of a CPU step (hooks on every BatchNorm
+# layer, forward and backward); measured every other step it costs half as much.
+DEFAULT_BN_EVERY = 1
+MAX_BN_EVERY = 100
 # The default fall-off of the Fourier parameterization's step scale, 1/f^1.5 instead of Lucid's 1/f
 # (recipe lucid_steep, the default since 2026-12-07): the coarse frequencies move far faster than
 # the fine ones, so the image is drawn in bold, whole shapes rather than class texture. On 16 fresh
@@ -94,6 +99,9 @@ class OptimizeConfig:
     enough_p: float | None = None
     diversity_weight: float = 0.0  # distance-metric loss between images of the batch
     bn_weight: float = DEFAULT_BN_WEIGHT  # batch-norm statistics matching (DeepInversion), per image; 0 = off
+    # Measure that prior every n-th step (0, n, 2n, ...) at n x bn_weight; a captured CUDA graph
+    # replays one step, so there it is measured every step.
+    bn_every: int = DEFAULT_BN_EVERY
     tv_weight: float = DEFAULT_TV_WEIGHT  # total variation; 0 = off
     anchor_weight: float = 0.0  # keep the result's 16x16 thumbnail near the start image's (regions.py); 0 = off
     feather: int = 0  # with a mask: px over which the mask ramps up inside its edge (regions.py)
@@ -129,6 +137,8 @@ class OptimizeConfig:
             value = getattr(self, name)
             if not (value >= 0 and math.isfinite(value)):
                 raise CaGError(f"{name} must be a non-negative number (0 = off), got {value}.")
+        if isinstance(self.bn_every, bool) or not (isinstance(self.bn_every, int) and 1 <= self.bn_every <= MAX_BN_EVERY):
+            raise CaGError(f"bn_every must be a whole number from 1 to {MAX_BN_EVERY} (1 = every step), got {self.bn_every!r}.")
         if self.optimizer not in OPTIMIZERS:
             raise CaGError(f"Unknown optimizer '{self.optimizer}'. Allowed: {', '.join(OPTIMIZERS)}.")
         if self.autocast not in AUTOCAST_CHOICES:
@@ -227,7 +237,8 @@ def step_bn_stats(config: OptimizeConfig, ensemble: Ensemble, device: torch.devi
     if config.bn_weight <= 0:
         return None
     fast = _runs_fast(config, device)
-    return BatchNormStats([member.model_for(fast) for member in ensemble.members], config.augment.crops)
+    every = 1 if captures(device, config.cuda_graph) else config.bn_every  # a graph replays one step
+    return BatchNormStats([member.model_for(fast) for member in ensemble.members], config.augment.crops, every)
 
 
 # Eager steps before a CUDA graph capture (PyTorch's recipe uses a few; this step has no

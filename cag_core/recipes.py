@@ -27,6 +27,7 @@ RECIPES: dict[str, ProgressiveConfig] = {
             parameterization="fourier",  # decorrelated colour, 1/f-scaled free spectrum, sigmoid
             decay_power=1.0,  # Lucid's 1/f step scale (the default is 1/f^1.5 since recipe lucid_steep)
             bn_weight=0.0,  # no natural-statistics priors
+            bn_every=1,  # (and when a recipe adds them, measured every step)
             tv_weight=0.0,
             augment=AugmentConfig(
                 crops=2,  # views per image per step

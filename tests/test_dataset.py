@@ -213,6 +213,18 @@ def test_lucids_spectrum_is_recorded_as_before_the_steep_default(tiny_file, tmp_
     assert len(_manifest(out)) == 2
 
 
+def test_the_bn_prior_every_step_is_recorded_as_before(tiny_file, tmp_path):
+    """`--bn-every 1` (the prior in every step, what every folder before bn_every used) is not
+    recorded, as those folders did not record it, so they still resume; `--bn-every 2` is another
+    recipe, and the refusal names the field."""
+    out = tmp_path / "bn_every"
+    assert _single(*_args(tiny_file, out, "--bn-every", "1", classes="0", per_class="1")).returncode == 0
+    assert "bn_every" not in json.loads((out / dataset_files.RECIPE).read_text())["config"]["stage"]
+    refused = _single(*_args(tiny_file, out, "--bn-every", "2", classes="0", per_class="2"))
+    assert refused.returncode == 2
+    assert "another recipe" in refused.stderr and "bn_every" in refused.stderr
+
+
 def test_an_image_without_its_record_is_made_again(tiny_file, reference, tmp_path):
     """A PNG whose record is missing (killed between the two writes) or a leftover temporary file
     does not count as finished: the rerun writes the image again, the same bytes, and removes the

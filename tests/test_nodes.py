@@ -449,6 +449,24 @@ def test_view_noise_reaches_the_engine(comfy, monkeypatch):
     assert not torch.equal(noisy, clean)
 
 
+def test_bn_every_reaches_the_engine(comfy, monkeypatch):
+    """bn_every measures the BN-statistics prior every n-th step (default the engine's; 1 = every step,
+    the photo workflows'); out of range or fractional is refused before a run."""
+    from cag_core.optimize import OptimizeConfig
+
+    seen = []
+    real = comfy.nodes.generation_nodes.optimize
+    monkeypatch.setattr(comfy.nodes.generation_nodes, "optimize",
+                        lambda *a, config, **k: seen.append(config.bn_every) or real(*a, config=config, **k))
+    classifier, image = load_classifier(comfy), comfy_image(1, 16, 16)
+    optimize(comfy, image, classifier, steps=2, seed=3)
+    optimize(comfy, image, classifier, steps=2, seed=3, bn_every=3)
+    assert seen == [OptimizeConfig().bn_every, 3]
+    node = comfy.nodes.generation_nodes.CaGOptimize
+    assert node.VALIDATE_INPUTS(steps=10, bn_every=2) is True
+    assert "bn_every must be between 1 and 100" in node.VALIDATE_INPUTS(steps=10, bn_every=0)
+
+
 def test_decay_power_reaches_the_engine(comfy, monkeypatch):
     """decay_power is the spectrum's fall-off (default the engine's 1.5, recipe lucid_steep; 1 = Lucid's,
     the photo workflows' and the recipes before 2026-12-07); out of range is refused before a run."""

@@ -10,7 +10,8 @@ from cag_core.streams import ImageStreams
 from cag_core.errors import CaGError, NonFiniteLossError
 from cag_core.losses import BatchNormStats
 from cag_core.mae import MAEConfig, mae_from_config
-from cag_core.optimize import OptimizeConfig, optimize
+from cag_core.classifier import as_ensemble
+from cag_core.optimize import OptimizeConfig, optimize, step_bn_stats
 from cag_core.parameterization import parameterize
 from tiny import tiny_classifier
 
@@ -113,6 +114,47 @@ def test_bn_stats_loss_is_zero_for_running_stats():
         near, far = stats.take(2).tolist()
         assert near < 0.1 and far > 1
     assert not bn._forward_hooks
+
+
+def test_bn_stats_every_other_step():
+    """every=2 measures steps 0, 2, 4, ... at twice the distance (the same mean push) and leaves the
+    other steps unmeasured: no moments stored, take() None."""
+    bn = torch.nn.BatchNorm2d(3).eval()
+    x = torch.randn(4, 3, 5, 5) * 2 + 1
+    with BatchNormStats([bn], views=2) as every_step:
+        bn(x)
+        once = every_step.take(2)
+    taken = []
+    with BatchNormStats([bn], views=2, every=2) as stats:
+        for _ in range(5):
+            bn(x)
+            measured = bool(stats._moments)
+            loss = stats.take(2)
+            taken.append(loss)
+            assert measured == (loss is not None)
+    assert [t is not None for t in taken] == [True, False, True, False, True]
+    assert torch.allclose(taken[0], 2 * once) and torch.equal(taken[0], taken[4])
+
+
+def test_bn_every_in_optimize(monkeypatch):
+    """bn_every: the BN prior's loss enters the step loss every n-th step only; n = 1 is the prior
+    every step; a CUDA graph (which replays one captured step) measures every step."""
+    classifier = tiny_classifier()
+    base = replace(FAST, steps=4, bn_weight=5.0, tv_weight=0.0)
+    plain = optimize(_images(2), classifier, "class 1\nclass 2", config=replace(base, bn_weight=0.0))
+    every = optimize(_images(2), classifier, "class 1\nclass 2", config=base)
+    alternate = optimize(_images(2), classifier, "class 1\nclass 2", config=replace(base, bn_every=2))
+    # Step 0 is measured in both (at 2x the weight with bn_every 2), step 1 only with bn_every 1.
+    assert alternate.losses[0] > every.losses[0] > plain.losses[0]
+    assert every.losses[1] > plain.losses[1] - 1e-6 and not torch.equal(alternate.images, every.images)
+    cpu = torch.device("cpu")
+    assert step_bn_stats(replace(base, bn_every=3), as_ensemble(classifier), cpu).every == 3
+    monkeypatch.setattr("cag_core.optimize.captures", lambda device, static: static)  # as on a GPU
+    assert step_bn_stats(replace(base, bn_every=3, cuda_graph=True), as_ensemble(classifier), cpu).every == 1
+    with pytest.raises(CaGError, match="bn_every"):
+        replace(base, bn_every=0)
+    with pytest.raises(CaGError, match="bn_every"):
+        replace(base, bn_every=1.5)
 
 
 def test_bn_stats_on_the_folded_copy_equal_the_original():
