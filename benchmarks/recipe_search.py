@@ -53,6 +53,8 @@ FORBIDDEN = frozenset(
     + (24, 69, 161, 245, 280, 360, 393, 479, 504, 608, 625, 693, 765, 871, 918, 967)
     + (52, 70, 137, 214, 297, 352, 423, 494, 502, 568, 667, 711, 781, 816, 935, 944)
     + (53, 124, 164, 218, 295, 359, 435, 461, 551, 604, 665, 696, 789, 845, 922, 957)
+    # the fifth fresh draw (results/panel/heldout-steep)
+    + (45, 81, 138, 239, 303, 326, 415, 451, 547, 600, 626, 695, 760, 832, 929, 999)
 )
 RESULTS = Path("benchmarks/results/recipe_search")
 
@@ -162,6 +164,18 @@ CANDIDATES: dict[str, Variant] = {
                                        decay_power=1.5, lr=0.025),
     "smoothed_decay15_lr0125": _variant("lucid_smoothed, Fourier scale 1/f^1.5, lr 0.0125", "lucid_smoothed",
                                         decay_power=1.5, lr=0.0125),
+    # ---- 2026-12-07 (second session): the BN prior for less, and the steep spectrum's contrast ----
+    # (steep_bn_early, the prior at 32-128 px only, was screened with a patched copy of the engine:
+    # results/panel/tuning2-bn-schedule/screen_hacks.py)
+    "steep_bn_alt": _variant("lucid_steep, BN prior every other step at twice the weight (bn_every 2)",
+                             "lucid_steep", bn_every=2),
+    "steep_nobn": _variant("lucid_steep without the BN prior", "lucid_steep", bn_weight=0.0),
+    "steep_std24": _variant("lucid_steep, each image's contrast fixed to 2.4 (fix_spread)", "lucid_steep",
+                            image_std=2.4),
+    "steep_std36": _variant("lucid_steep, each image's contrast fixed to 3.6 (fix_spread)", "lucid_steep",
+                            image_std=3.6),
+    "steep_bn_alt_std36": _variant("steep_bn_alt with each image's contrast fixed to 3.6", "lucid_steep",
+                                   bn_every=2, image_std=3.6),
 }
 
 GROUPS: dict[str, tuple[str, ...]] = {
