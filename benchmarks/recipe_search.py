@@ -55,6 +55,8 @@ FORBIDDEN = frozenset(
     + (53, 124, 164, 218, 295, 359, 435, 461, 551, 604, 665, 696, 789, 845, 922, 957)
     # the fifth fresh draw (results/panel/heldout-steep)
     + (45, 81, 138, 239, 303, 326, 415, 451, 547, 600, 626, 695, 760, 832, 929, 999)
+    # the sixth (results/panel/heldout-bn-schedule)
+    + (50, 74, 174, 188, 309, 314, 402, 437, 524, 576, 663, 724, 804, 823, 915, 981)
 )
 RESULTS = Path("benchmarks/results/recipe_search")
 

@@ -116,6 +116,10 @@ def add_recipe_arguments(parser: argparse.ArgumentParser) -> argparse._ArgumentG
                         f"lucid_smoothed and those before it) or phase's fixed magnitudes. Default "
                         f"{DEFAULTS.stage.decay_power:g} for fourier, or 1 with --init (measured so); phase: "
                         f"{NATURAL_SLOPE:g}, a photo's")
+    recipe.add_argument("--image-std", type=float, default=None, metavar="STD",
+                        help="fourier: fix each image's contrast, the spread of its decorrelated logits behind the "
+                        "sigmoid, to STD every step (3.6 with --bn-every 2: recipe lucid_steep_std, a sixth of the "
+                        "default's clipped values; a photo's is about 1.8). Default: free")
     recipe.add_argument("--noise", choices=NOISE_KINDS, default=DEFAULTS.noise)
     recipe.add_argument("--upsample", choices=UPSAMPLE_METHODS, default=DEFAULTS.upsample_method)
     recipe.add_argument("--crops", type=int, default=DEFAULTS.stage.augment.crops, help="random views per image per step")
@@ -218,6 +222,7 @@ def config_from_args(args: argparse.Namespace) -> ProgressiveConfig:
         optimizer=args.optimizer,
         parameterization=args.param,
         decay_power=decay_power(args),
+        image_std=args.image_std,
         augment=augment,
         mask_ratio=args.mask_ratio,
         diversity_weight=args.diversity,

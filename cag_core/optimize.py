@@ -67,6 +67,9 @@ DEFAULT_TV_WEIGHT = 0.05
 # layer, forward and backward); measured every other step it costs half as much.
 DEFAULT_BN_EVERY = 1
 MAX_BN_EVERY = 100
+# The largest fixed contrast (`image_std`, the spread of the decorrelated logits): a photo's is
+# about 1.8, the steep default's free images 6-8.
+MAX_IMAGE_STD = 10.0
 # The default fall-off of the Fourier parameterization's step scale, 1/f^1.5 instead of Lucid's 1/f
 # (recipe lucid_steep, the default since 2026-12-07): the coarse frequencies move far faster than
 # the fine ones, so the image is drawn in bold, whole shapes rather than class texture. On 16 fresh
@@ -121,8 +124,8 @@ class OptimizeConfig:
             raise CaGError(f"lr must be a positive number, got {self.lr}.")
         if self.parameterization not in PARAMETERIZATIONS:
             raise CaGError(f"Unknown parameterization '{self.parameterization}'. Allowed: {', '.join(PARAMETERIZATIONS)}.")
-        if self.image_std is not None and not (self.image_std > 0 and math.isfinite(self.image_std)):
-            raise CaGError(f"image_std must be a positive number or None (free contrast), got {self.image_std}.")
+        if self.image_std is not None and not (0 < self.image_std <= MAX_IMAGE_STD):
+            raise CaGError(f"image_std must be in (0, {MAX_IMAGE_STD:g}] or None (free contrast), got {self.image_std}.")
         if self.decay_power is not None and not (0 <= self.decay_power <= MAX_DECAY_POWER):
             raise CaGError(f"decay_power must be between 0 and {MAX_DECAY_POWER:g} (Lucid: 1), got {self.decay_power}.")
         if not (math.isfinite(self.chroma_decay) and 0 <= self.chroma_decay <= 3):

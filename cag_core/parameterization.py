@@ -264,6 +264,8 @@ def parameterize(
     focus (fourier, phase): blur toward the border (`FocusBlur`), sigma as a fraction of the side.
     chroma_decay (fourier only): the colour channels' fine frequencies move (f * side)^-chroma_decay as
     fast as the brightness's (`_chroma_damping`); 0 = all channels alike (Lucid)."""
+    if image_std is not None and kind != "fourier":
+        raise CaGError(f"image_std (a fixed contrast) works with the fourier parameterization only, not '{kind}'.")
     if chroma_decay and kind != "fourier":
         raise CaGError(f"chroma_decay works with the fourier parameterization only, not '{kind}'.")
     if kind == "fourier":

@@ -12,7 +12,7 @@ from ..cag_core.augment import (DEFAULT_CENTER_STD, DEFAULT_CROP_SCALE, DEFAULT_
 from ..cag_core.classifier import as_ensemble
 from ..cag_core.errors import CaGError, NonFiniteLossError, report_out_of_memory
 from ..cag_core.optimize import (DEFAULT_BN_EVERY, DEFAULT_BN_WEIGHT, DEFAULT_DECAY_POWER, DEFAULT_TV_WEIGHT,
-                                 MAX_BN_EVERY, MAX_DECAY_POWER, OptimizeConfig, optimize)
+                                 MAX_BN_EVERY, MAX_DECAY_POWER, MAX_IMAGE_STD, OptimizeConfig, optimize)
 from ..cag_core.regions import check_mask_batch, composite, resize_mask
 from ..cag_core.parameterization import NATURAL_SLOPE, PARAMETERIZATIONS
 from ..cag_core.progressive import (
@@ -217,6 +217,12 @@ class CaGOptimize:
                     "recipes before 2026-12-07, and what the photo workflows use). phase: the slope of its fixed "
                     f"magnitudes (a photo's: {NATURAL_SLOPE:g}). No effect on pixels.",
                 }),
+                "image_std": ("FLOAT", {
+                    "default": 0.0, "min": 0.0, "max": MAX_IMAGE_STD, "step": 0.1,
+                    "tooltip": "fourier only: fix each image's contrast (the spread of its colours behind the sigmoid) "
+                    "to this every step; 0 = free (the default). 3.6 with bn_every 2 is recipe lucid_steep_std: the "
+                    "steep spectrum's bold shapes with a sixth of its blown-out whites (a photo's spread is about 1.8).",
+                }),
                 "bn_every": ("INT", {
                     "default": DEFAULT_BN_EVERY, "min": 1, "max": MAX_BN_EVERY, "step": 1,
                     "tooltip": "Measure the batch-norm statistics prior (bn_weight) every n-th step only, at n times "
@@ -229,7 +235,8 @@ class CaGOptimize:
 
     @classmethod
     def VALIDATE_INPUTS(cls, steps, target_text="", feather=0, anchor_weight=0.0, crop_center_std=None,
-                        crop_max=None, view_blur=None, view_noise=None, decay_power=None, bn_every=None):
+                        crop_max=None, view_blur=None, view_noise=None, decay_power=None, bn_every=None,
+                        image_std=None):
         def check_steps():
             if not 1 <= int(steps) <= MAX_STEPS:
                 raise CaGError(f"steps must be between 1 and {MAX_STEPS}, got {steps}.")
@@ -249,6 +256,7 @@ class CaGOptimize:
             range_result("view_noise", view_noise, 0, MAX_NOISE, " (0 = off)"),
             range_result("decay_power", decay_power, 0, MAX_DECAY_POWER, " (1 = Lucid's 1/f)"),
             range_result("bn_every", bn_every, 1, MAX_BN_EVERY, " steps (1 = every step)"),
+            range_result("image_std", image_std, 0, MAX_IMAGE_STD, " (0 = free contrast)"),
         ]
         if feather is not None and not 0 <= int(feather) <= 256:
             results.append(f"feather must be between 0 and 256 px, got {feather}.")
@@ -260,7 +268,7 @@ class CaGOptimize:
                         diversity_weight, bn_weight, tv_weight, seed, mae=None, target_text="", mask=None,
                         feather=0, fill_masked=False, anchor_weight=0.0, crop_center_std=DEFAULT_CENTER_STD,
                         crop_max=DEFAULT_CROP_SCALE[1], view_blur=DEFAULT_VIEW_BLUR, view_noise=DEFAULT_VIEW_NOISE,
-                        decay_power=DEFAULT_DECAY_POWER, bn_every=DEFAULT_BN_EVERY, unique_id=None):
+                        decay_power=DEFAULT_DECAY_POWER, bn_every=DEFAULT_BN_EVERY, image_std=0.0, unique_id=None):
         ensemble = as_ensemble(classifier)
         device = ensemble.members[0].device
         images = comfy_to_engine(image)
@@ -273,6 +281,7 @@ class CaGOptimize:
             mae = move_module(mae, device)
         config = OptimizeConfig(
             steps=steps, lr=lr, parameterization=parameterization, decay_power=float(decay_power),
+            image_std=float(image_std) if image_std else None,
             augment=AugmentConfig(crops=crops, center_std=center_std_or_uniform(crop_center_std),
                                   crop_scale=(DEFAULT_CROP_SCALE[0], float(crop_max)), blur=float(view_blur),
                                   noise=float(view_noise)),

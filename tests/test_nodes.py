@@ -467,6 +467,22 @@ def test_bn_every_reaches_the_engine(comfy, monkeypatch):
     assert "bn_every must be between 1 and 100" in node.VALIDATE_INPUTS(steps=10, bn_every=0)
 
 
+def test_image_std_reaches_the_engine(comfy, monkeypatch):
+    """image_std fixes each image's contrast (0 = free, the default; 3.6 in recipe lucid_steep_std);
+    out of range is refused before a run."""
+    seen = []
+    real = comfy.nodes.generation_nodes.optimize
+    monkeypatch.setattr(comfy.nodes.generation_nodes, "optimize",
+                        lambda *a, config, **k: seen.append(config.image_std) or real(*a, config=config, **k))
+    classifier, image = load_classifier(comfy), comfy_image(1, 16, 16)
+    free, _ = optimize(comfy, image, classifier, steps=2, seed=3)
+    fixed, _ = optimize(comfy, image, classifier, steps=2, seed=3, image_std=3.6)
+    assert seen == [None, 3.6] and not torch.equal(free, fixed)
+    node = comfy.nodes.generation_nodes.CaGOptimize
+    assert node.VALIDATE_INPUTS(steps=10, image_std=3.6) is True
+    assert "image_std must be between 0 and 10" in node.VALIDATE_INPUTS(steps=10, image_std=11.0)
+
+
 def test_decay_power_reaches_the_engine(comfy, monkeypatch):
     """decay_power is the spectrum's fall-off (default the engine's 1.5, recipe lucid_steep; 1 = Lucid's,
     the photo workflows' and the recipes before 2026-12-07); out of range is refused before a run."""

@@ -193,6 +193,7 @@ def test_cli_default_is_lucid_steep_and_the_defaults_before_are_flags_away():
     assert config() == get_recipe("lucid_steep") == ProgressiveConfig()
     explicit = ["--sizes", "32", "64", "128", "256", "--steps", "50", "50", "100", "100", "--view-blur", "4"]
     assert config(*explicit, "--view-noise", "0.3", "--decay-power", "1.5") == get_recipe("lucid_steep")
+    assert config("--bn-every", "2", "--image-std", "3.6") == get_recipe("lucid_steep_std")
     assert config(*explicit, "--view-noise", "0.3", "--decay-power", "1") == get_recipe("lucid_smoothed")
     lucid = ["--decay-power", "1"]
     assert config(*explicit, *lucid, "--view-noise", "0") == config(*lucid, "--view-noise", "0") == get_recipe("lucid_coarse")

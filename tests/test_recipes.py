@@ -370,6 +370,14 @@ def test_focus_keeps_the_centre_and_blurs_the_border(kind):
     assert detail(focused) < 0.5 * detail(sharp)
 
 
+def test_image_std_is_fourier_only():
+    """A fixed contrast is a property of the Fourier image: the other parameterizations refuse it."""
+    images = torch.rand(1, 3, 16, 16)
+    for kind in ("pixels", "phase"):
+        with pytest.raises(CaGError, match="image_std"):
+            parameterize(images, kind, image_std=3.6)
+
+
 def test_focus_and_image_std_reach_the_optimizer():
     """OptimizeConfig's image_std and focus change the run's images; bad values are refused."""
     base = OptimizeConfig(steps=3, augment=AugmentConfig(crops=1))
