@@ -401,14 +401,22 @@ def test_optimize_returns_comfy_images(comfy):
     assert "207: golden retriever" in report and "3 steps" in report
 
 
-def _spy_on_augment(comfy, monkeypatch, field: str) -> list:
-    """The list that collects AugmentConfig.<field> of every engine call CaG Optimize makes (the engine
-    still runs)."""
+def _spy_on_config(comfy, monkeypatch, field: str, augment: bool = False) -> list:
+    """The list that collects OptimizeConfig.<field> (AugmentConfig's with augment=True) of every
+    engine call CaG Optimize makes (the engine still runs)."""
     seen = []
     real = comfy.nodes.generation_nodes.optimize
-    monkeypatch.setattr(comfy.nodes.generation_nodes, "optimize",
-                        lambda *a, config, **k: seen.append(getattr(config.augment, field)) or real(*a, config=config, **k))
+
+    def spy(*a, config, **k):
+        seen.append(getattr(config.augment if augment else config, field))
+        return real(*a, config=config, **k)
+
+    monkeypatch.setattr(comfy.nodes.generation_nodes, "optimize", spy)
     return seen
+
+
+def _spy_on_augment(comfy, monkeypatch, field: str) -> list:
+    return _spy_on_config(comfy, monkeypatch, field, augment=True)
 
 
 def test_crop_center_std_zero_is_the_uniform_recipe(comfy, monkeypatch):
@@ -454,10 +462,7 @@ def test_bn_every_reaches_the_engine(comfy, monkeypatch):
     the photo workflows'); out of range or fractional is refused before a run."""
     from cag_core.optimize import OptimizeConfig
 
-    seen = []
-    real = comfy.nodes.generation_nodes.optimize
-    monkeypatch.setattr(comfy.nodes.generation_nodes, "optimize",
-                        lambda *a, config, **k: seen.append(config.bn_every) or real(*a, config=config, **k))
+    seen = _spy_on_config(comfy, monkeypatch, "bn_every")
     classifier, image = load_classifier(comfy), comfy_image(1, 16, 16)
     optimize(comfy, image, classifier, steps=2, seed=3)
     optimize(comfy, image, classifier, steps=2, seed=3, bn_every=3)
@@ -470,10 +475,7 @@ def test_bn_every_reaches_the_engine(comfy, monkeypatch):
 def test_image_std_reaches_the_engine(comfy, monkeypatch):
     """image_std fixes each image's contrast (0 = free, the default; 3.6 in recipe lucid_steep_std);
     out of range is refused before a run."""
-    seen = []
-    real = comfy.nodes.generation_nodes.optimize
-    monkeypatch.setattr(comfy.nodes.generation_nodes, "optimize",
-                        lambda *a, config, **k: seen.append(config.image_std) or real(*a, config=config, **k))
+    seen = _spy_on_config(comfy, monkeypatch, "image_std")
     classifier, image = load_classifier(comfy), comfy_image(1, 16, 16)
     free, _ = optimize(comfy, image, classifier, steps=2, seed=3)
     fixed, _ = optimize(comfy, image, classifier, steps=2, seed=3, image_std=3.6)
@@ -488,10 +490,7 @@ def test_decay_power_reaches_the_engine(comfy, monkeypatch):
     the photo workflows' and the recipes before 2026-12-07); out of range is refused before a run."""
     from cag_core.optimize import OptimizeConfig
 
-    seen = []
-    real = comfy.nodes.generation_nodes.optimize
-    monkeypatch.setattr(comfy.nodes.generation_nodes, "optimize",
-                        lambda *a, config, **k: seen.append(config.decay_power) or real(*a, config=config, **k))
+    seen = _spy_on_config(comfy, monkeypatch, "decay_power")
     classifier, image = load_classifier(comfy), comfy_image(1, 16, 16)
     steep, _ = optimize(comfy, image, classifier, steps=2, seed=3)
     lucid, _ = optimize(comfy, image, classifier, steps=2, seed=3, decay_power=1.0)
