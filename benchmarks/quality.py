@@ -149,22 +149,29 @@ VARIANTS: dict[str, Variant] = {
     "tv": _tuned("fourier, TV 0.05", stage=dict(tv_weight=0.05)),
     "bn": _tuned("fourier, BN statistics 0.001", stage=dict(bn_weight=0.001)),
 }
-# The pack's default, ProgressiveConfig() (recipe lucid_steep since 2026-12-07); the defaults before
-# it (recipe lucid_smoothed, the evening of 2026-12-06; lucid_coarse, 2026-12-06; lucid_centered_bn,
-# 2026-12-02; lucid_centered, 2026-12-01; recipe lucid: crops anywhere, on which the rows below were
-# measured); the ensemble (on the ladder's `fourier` row).
+# The pack's default, ProgressiveConfig() (recipe lucid_steep_std since the second session of
+# 2026-12-07); the defaults before it (recipe lucid_steep, 2026-12-07; lucid_smoothed, the evening of
+# 2026-12-06; lucid_coarse, 2026-12-06; lucid_centered_bn, 2026-12-02; lucid_centered, 2026-12-01;
+# recipe lucid: crops anywhere, on which the rows below were measured); the ensemble (on the
+# ladder's `fourier` row).
 VARIANTS["default"] = Variant(
-    "recommended default (recipe lucid_steep): fourier scaled 1/f^1.5, 2 crops centred N(0, 0.4), blurred by "
-    "sigma U(0, 4) px and with noise of std U(0, 0.3), BN-statistics 0.001 and TV 0.05 per image, classifier at "
-    "224, 32 -> 64 -> 128 -> 256 px, 50/50/100/100 steps",
+    "recommended default (recipe lucid_steep_std): fourier scaled 1/f^1.5 with each image's contrast fixed to "
+    "3.6, 2 crops centred N(0, 0.4), blurred by sigma U(0, 4) px and with noise of std U(0, 0.3), BN-statistics "
+    "0.001 (every other step, x2) and TV 0.05 per image, classifier at 224, 32 -> 64 -> 128 -> 256 px, "
+    "50/50/100/100 steps",
     ProgressiveConfig(),
 )
 # The default's records are stored under its recipe's name: the same variant, renamed.
-VARIANTS["lucid_steep"] = replace(
+VARIANTS["lucid_steep_std"] = replace(
     VARIANTS["default"],
-    description="the default since 2026-12-07 (recipe lucid_steep): fourier scaled 1/f^1.5, 2 crops centred "
-    "N(0, 0.4), blurred by sigma U(0, 4) px and with noise of std U(0, 0.3), BN-statistics 0.001 and TV 0.05 per "
-    "image, classifier at 224, 32 -> 64 -> 128 -> 256 px, 50/50/100/100 steps",
+    description="the default since the second session of 2026-12-07 (recipe lucid_steep_std): lucid_steep with "
+    "the BN prior every other step at twice the weight and each image's contrast fixed to 3.6",
+)
+VARIANTS["lucid_steep"] = Variant(
+    "the default on 2026-12-07 until lucid_steep_std (recipe lucid_steep): fourier scaled 1/f^1.5, 2 crops "
+    "centred N(0, 0.4), blurred by sigma U(0, 4) px and with noise of std U(0, 0.3), BN-statistics 0.001 and TV "
+    "0.05 per image, classifier at 224, 32 -> 64 -> 128 -> 256 px, 50/50/100/100 steps",
+    get_recipe("lucid_steep"),
 )
 VARIANTS["lucid_smoothed"] = Variant(
     "the default from the evening of 2026-12-06 to 2026-12-07 (recipe lucid_smoothed): lucid_steep with "

@@ -117,9 +117,9 @@ def add_recipe_arguments(parser: argparse.ArgumentParser) -> argparse._ArgumentG
                         f"{DEFAULTS.stage.decay_power:g} for fourier, or 1 with --init (measured so); phase: "
                         f"{NATURAL_SLOPE:g}, a photo's")
     recipe.add_argument("--image-std", type=float, default=None, metavar="STD",
-                        help="fourier: fix each image's contrast, the spread of its decorrelated logits behind the "
-                        "sigmoid, to STD every step (3.6 with --bn-every 2: recipe lucid_steep_std, a sixth of the "
-                        "default's clipped values; a photo's is about 1.8). Default: free")
+                        help=f"fourier: fix each image's contrast, the spread of its decorrelated logits behind the "
+                        f"sigmoid, to STD every step (a photo's is about 1.8; 0 = free, recipe lucid_steep and those "
+                        f"before it). Default {DEFAULTS.stage.image_std:g} for fourier, free with --init (measured so)")
     recipe.add_argument("--noise", choices=NOISE_KINDS, default=DEFAULTS.noise)
     recipe.add_argument("--upsample", choices=UPSAMPLE_METHODS, default=DEFAULTS.upsample_method)
     recipe.add_argument("--crops", type=int, default=DEFAULTS.stage.augment.crops, help="random views per image per step")
@@ -205,6 +205,16 @@ def bn_every(args: argparse.Namespace) -> int:
     return 1 if getattr(args, "init", None) else DEFAULTS.stage.bn_every
 
 
+def image_std(args: argparse.Namespace) -> float | None:
+    """--image-std as given (0 = free); else the default's fixed contrast for fourier, but free when
+    starting from a picture (the photo recipes were measured so) and for the other parameterizations."""
+    if args.image_std is not None:
+        return args.image_std or None
+    if args.param != "fourier" or getattr(args, "init", None):
+        return None
+    return DEFAULTS.stage.image_std
+
+
 def config_from_args(args: argparse.Namespace) -> ProgressiveConfig:
     noises = view_noise(args)
     augment = AugmentConfig(
@@ -222,7 +232,7 @@ def config_from_args(args: argparse.Namespace) -> ProgressiveConfig:
         optimizer=args.optimizer,
         parameterization=args.param,
         decay_power=decay_power(args),
-        image_std=args.image_std,
+        image_std=image_std(args),
         augment=augment,
         mask_ratio=args.mask_ratio,
         diversity_weight=args.diversity,

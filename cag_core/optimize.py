@@ -27,7 +27,7 @@ from .classifier import Classifier, Ensemble, as_ensemble
 from .cpu_linear import cpu_linear_mode
 from .errors import CaGError, NonFiniteLossError
 from .losses import BatchNormStats, diversity_loss, target_loss, total_variation
-from .parameterization import PARAMETERIZATIONS, parameterize
+from .parameterization import PARAMETERIZATIONS, ContiguousGrad, parameterize
 from .precast import weights_in_autocast_dtype
 from .regions import anchor_loss, composite, feather, fill_from_surroundings, mask_for_images
 from .step_graph import StepRunner, captures
@@ -62,13 +62,16 @@ class Reconstructor(Protocol):
 # (benchmarks/results/recipe_search/README.md); classifiers without BatchNorm are unaffected.
 DEFAULT_BN_WEIGHT = 0.001
 DEFAULT_TV_WEIGHT = 0.05
-# How often the BN-statistics prior is measured: every n-th step, at n times bn_weight (the same
-# push on average). The prior costs as much as a third of a CPU step (hooks on every BatchNorm
-# layer, forward and backward); measured every other step it costs half as much.
-DEFAULT_BN_EVERY = 1
+# The default recipe (lucid_steep_std, since the second session of 2026-12-07) measures the
+# BN-statistics prior every other step at twice bn_weight (the same push on average: the prior is
+# about a quarter of a two-thread CPU step) and fixes each image's contrast to a spread of 3.6 (the
+# steep spectrum's free images reach 6-8 and clip 38-40 % of their values; a photo's is about 1.8).
+# They are the defaults of ProgressiveConfig(), the command line and CaG Optimize; a bare
+# OptimizeConfig() measures every step and leaves the contrast free, as the reference step
+# (benchmarks/reference_step.py) and every recipe before lucid_steep_std do.
+DEFAULT_BN_EVERY = 2
+DEFAULT_IMAGE_STD = 3.6
 MAX_BN_EVERY = 100
-# The largest fixed contrast (`image_std`, the spread of the decorrelated logits): a photo's is
-# about 1.8, the steep default's free images 6-8.
 MAX_IMAGE_STD = 10.0
 # The default fall-off of the Fourier parameterization's step scale, 1/f^1.5 instead of Lucid's 1/f
 # (recipe lucid_steep, the default since 2026-12-07): the coarse frequencies move far faster than
@@ -104,7 +107,7 @@ class OptimizeConfig:
     bn_weight: float = DEFAULT_BN_WEIGHT  # batch-norm statistics matching (DeepInversion), per image; 0 = off
     # Measure that prior every n-th step (0, n, 2n, ...) at n x bn_weight; a captured CUDA graph
     # replays one step, so there it is measured every step.
-    bn_every: int = DEFAULT_BN_EVERY
+    bn_every: int = 1
     tv_weight: float = DEFAULT_TV_WEIGHT  # total variation; 0 = off
     anchor_weight: float = 0.0  # keep the result's 16x16 thumbnail near the start image's (regions.py); 0 = off
     feather: int = 0  # with a mask: px over which the mask ramps up inside its edge (regions.py)
@@ -440,29 +443,13 @@ def step_forward(
     and returns the composite (regions.py); the start images are what the anchor compares to."""
     # The image stays fp32 outside autocast: in bf16 its colour mixing and sigmoid lose precision
     # for nothing (tiny ops), and one step's gradient moved further from fp32's.
-    images = _ContiguousGrad.apply(image_fn())
+    images = ContiguousGrad.apply(image_fn())
     if region is not None and region[1] is not None:
         images = composite(images, *region)
     start = region[0] if region is not None else None
     with step_precision(images.device, config.autocast, onednn_linear=not config.compile):
         loss = _step_loss(images, ensemble, target, mae, config, view_size, views, bn_stats, chunk, randoms, start)
     return images, loss
-
-
-class _ContiguousGrad(torch.autograd.Function):
-    """Identity whose backward hands on a contiguous (NCHW) gradient. The classifier's backward
-    returns the images' gradient in the layout of its own fast path (channels_last), with strides
-    that depend on the batch size; the parameterization's backward (colour mixing, FFT) then ran
-    other kernels for other batch sizes and came out a few ULP apart. One layout, whatever the
-    batch, keeps an image's step the same in any batch."""
-
-    @staticmethod
-    def forward(ctx, images: torch.Tensor) -> torch.Tensor:
-        return images.view_as(images)
-
-    @staticmethod
-    def backward(ctx, grad: torch.Tensor) -> torch.Tensor:
-        return grad.contiguous()
 
 
 _COMPILED_FORWARD = None

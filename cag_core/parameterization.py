@@ -109,7 +109,9 @@ class FourierImage:
         if self.focus is not None:
             image = self.focus(image)
         if self.image_std is not None:
-            image = fix_spread(image, self.image_std)
+            # The colour mixing's backward hands on a gradient whose strides follow the batch size;
+            # fix_spread's sums over it would then round by batch.
+            image = ContiguousGrad.apply(fix_spread(image, self.image_std))
         # einsum returns a channels_last-strided tensor for batches > 1 and a contiguous one for a
         # single image; every later kernel would then differ with the batch size.
         image = torch.einsum("bchw,dc->bdhw", image, self.color).contiguous()
@@ -117,6 +119,22 @@ class FourierImage:
 
     def after_step(self) -> None:
         """The sigmoid keeps the image in (0, 1): nothing to project."""
+
+
+class ContiguousGrad(torch.autograd.Function):
+    """Identity whose backward hands on a contiguous (NCHW) gradient. The classifier's backward
+    returns the images' gradient in the layout of its own fast path (channels_last), with strides
+    that depend on the batch size; the parameterization's backward (colour mixing, FFT) then ran
+    other kernels for other batch sizes and came out a few ULP apart. One layout, whatever the
+    batch, keeps an image's step the same in any batch."""
+
+    @staticmethod
+    def forward(ctx, images: torch.Tensor) -> torch.Tensor:
+        return images.view_as(images)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor) -> torch.Tensor:
+        return grad.contiguous()
 
 
 # `fix_spread` amplifies an image at most this much: a near-blank start (gray noise) stays near
@@ -128,10 +146,18 @@ def fix_spread(decorrelated: torch.Tensor, std: float, max_gain: float = MAX_SPR
     """Scale each image's deviations from its mean colour so their spread (std over channels and
     pixels, decorrelated logits) is `std`: the contrast of a photo, whatever the optimization did.
     Images with less than std / max_gain are amplified by max_gain only."""
-    mean = decorrelated.mean(dim=(-2, -1), keepdim=True)
-    deviation = decorrelated - mean
-    spread = deviation.square().mean(dim=(1, 2, 3), keepdim=True).sqrt()
-    return mean + deviation * (std / spread.clamp(min=std / max_gain))
+    # One image at a time: a batched reduction (here and in the backward's sums over the broadcast
+    # statistics) shares its work among the CPU threads by the number of outputs, so an image's sums
+    # would round differently beside batch-mates than alone.
+    return torch.stack([_fix_spread_one(image, std, max_gain) for image in decorrelated])
+
+
+def _fix_spread_one(image: torch.Tensor, std: float, max_gain: float) -> torch.Tensor:
+    mean = image.mean(dim=(-2, -1), keepdim=True)
+    deviation = image - mean
+    # Clamped before the root: a flat image (spread 0, e.g. 1x1) would get sqrt's infinite gradient.
+    spread = deviation.square().mean().clamp(min=(std / max_gain) ** 2).sqrt()
+    return mean + deviation * (std / spread)
 
 
 class FocusBlur:

@@ -16,7 +16,7 @@ import torch.nn.functional as F
 
 from .classifier import Classifier, Ensemble, as_ensemble
 from .errors import CaGError, report_out_of_memory
-from .optimize import Callback, OptimizeConfig, Reconstructor, optimize
+from .optimize import DEFAULT_BN_EVERY, DEFAULT_IMAGE_STD, Callback, OptimizeConfig, Reconstructor, optimize
 from .regions import composite, mask_for_images
 from .streams import NOISE, ImageStreams, Key, stage_purpose
 from .targets import Target, parse_target
@@ -82,12 +82,13 @@ def upsample(images01: torch.Tensor, height: int, width: int, method: str = "bic
 
 @dataclass(frozen=True)
 class ProgressiveConfig:
-    # Recipe lucid_steep (README, defaults table): a 32 px stage lays out fewer, larger shapes first.
+    # Recipe lucid_steep_std (README, defaults table): a 32 px stage lays out fewer, larger shapes first.
     sizes: tuple[int, ...] = (32, 64, 128, 256)  # square side of each stage
     steps: tuple[int, ...] = (50, 50, 100, 100)  # steps per stage (one value is repeated)
     noise: str = "gray"
     upsample_method: str = "bicubic"
-    stage: OptimizeConfig = OptimizeConfig()  # everything but `steps`
+    # everything but `steps`; the default recipe's BN schedule and contrast are not OptimizeConfig's own
+    stage: OptimizeConfig = OptimizeConfig(bn_every=DEFAULT_BN_EVERY, image_std=DEFAULT_IMAGE_STD)
     # View noise std per stage (one value is repeated), overriding stage.augment.noise; () = that
     # value in every stage. (0.3, 0.3, 0.3, 0) is recipe lucid_sharp_finish: noise where the layout
     # is made, clean views for the last stage's detail.

@@ -110,7 +110,7 @@ RECIPES["lucid_smoothed"] = dataclasses.replace(
     ),
 )
 
-# lucid_smoothed with a steeper spectrum; the default since 2026-12-07 (equal to ProgressiveConfig()).
+# lucid_smoothed with a steeper spectrum; the default on 2026-12-07 until lucid_steep_std, below.
 # The Fourier parameterization's step scale falls as 1/f^1.5 instead of 1/f, so the coarse
 # frequencies move far faster than the fine ones (16x at 256 px): the image is laid out in bold,
 # whole shapes and strong light, with less class texture, though 38 % of its values are clipped to
@@ -124,8 +124,8 @@ RECIPES["lucid_steep"] = dataclasses.replace(
     stage=dataclasses.replace(RECIPES["lucid_smoothed"].stage, decay_power=1.5),  # step scale 1/f^1.5
 )
 
-# lucid_steep at two thirds of its extra cost and a sixth of its glare; opt-in (`--bn-every 2
-# --image-std 3.6`). The BN-statistics prior is measured every other step at twice the weight (it is
+# lucid_steep at 0.80-0.91x its time and a sixth of its glare; the default since the second session of
+# 2026-12-07 (equal to ProgressiveConfig(); `--bn-every 1 --image-std 0` gives lucid_steep). The BN-statistics prior is measured every other step at twice the weight (it is
 # about a third of a CPU step), and each image's contrast is fixed to a spread of 3.6 (decorrelated
 # logits; the steep default's free images reach 6-8, a photo's 1.8), so 6.6 % of its values are
 # clipped instead of 38 %. Blind viewers, each seeing every class once (benchmarks/results/panel/

@@ -11,8 +11,9 @@ from ..cag_core.augment import (DEFAULT_CENTER_STD, DEFAULT_CROP_SCALE, DEFAULT_
                                 MAX_NOISE, AugmentConfig, center_std_or_uniform)
 from ..cag_core.classifier import as_ensemble
 from ..cag_core.errors import CaGError, NonFiniteLossError, report_out_of_memory
-from ..cag_core.optimize import (DEFAULT_BN_EVERY, DEFAULT_BN_WEIGHT, DEFAULT_DECAY_POWER, DEFAULT_TV_WEIGHT,
-                                 MAX_BN_EVERY, MAX_DECAY_POWER, MAX_IMAGE_STD, OptimizeConfig, optimize)
+from ..cag_core.optimize import (DEFAULT_BN_EVERY, DEFAULT_BN_WEIGHT, DEFAULT_DECAY_POWER, DEFAULT_IMAGE_STD,
+                                 DEFAULT_TV_WEIGHT, MAX_BN_EVERY, MAX_DECAY_POWER, MAX_IMAGE_STD, OptimizeConfig,
+                                 optimize)
 from ..cag_core.regions import check_mask_batch, composite, resize_mask
 from ..cag_core.parameterization import NATURAL_SLOPE, PARAMETERIZATIONS
 from ..cag_core.progressive import (
@@ -218,16 +219,18 @@ class CaGOptimize:
                     f"magnitudes (a photo's: {NATURAL_SLOPE:g}). No effect on pixels.",
                 }),
                 "image_std": ("FLOAT", {
-                    "default": 0.0, "min": 0.0, "max": MAX_IMAGE_STD, "step": 0.1,
-                    "tooltip": "fourier only: fix each image's contrast (the spread of its colours behind the sigmoid) "
-                    "to this every step; 0 = free (the default). 3.6 with bn_every 2 is recipe lucid_steep_std: the "
-                    "steep spectrum's bold shapes with a sixth of its blown-out whites (a photo's spread is about 1.8).",
+                    "default": DEFAULT_IMAGE_STD, "min": 0.0, "max": MAX_IMAGE_STD, "step": 0.1,
+                    "tooltip": f"fourier only: fix each image's contrast (the spread of its colours behind the sigmoid) "
+                    f"to this every step. {DEFAULT_IMAGE_STD:g} (the default recipe) keeps the steep spectrum's bold "
+                    "shapes with a sixth of its blown-out whites (a photo's spread is about 1.8); 0 = free (the "
+                    "recipes before lucid_steep_std, and what the photo workflows use). No effect on the others.",
                 }),
                 "bn_every": ("INT", {
                     "default": DEFAULT_BN_EVERY, "min": 1, "max": MAX_BN_EVERY, "step": 1,
                     "tooltip": "Measure the batch-norm statistics prior (bn_weight) every n-th step only, at n times "
-                    "the weight: the same push on average at 1/n of its cost (on a CPU the prior is about a third of a "
-                    "step). 1 = every step (the recipes before 2026-12-07, and what the photo workflows use).",
+                    "the weight: the same push on average at 1/n of its cost (on a CPU the prior is about a quarter of a "
+                    f"step). {DEFAULT_BN_EVERY} is the default recipe; 1 = every step (the recipes before "
+                    "lucid_steep_std, and what the photo workflows use).",
                 }),
             },
             "hidden": {"unique_id": "UNIQUE_ID"},
@@ -268,7 +271,8 @@ class CaGOptimize:
                         diversity_weight, bn_weight, tv_weight, seed, mae=None, target_text="", mask=None,
                         feather=0, fill_masked=False, anchor_weight=0.0, crop_center_std=DEFAULT_CENTER_STD,
                         crop_max=DEFAULT_CROP_SCALE[1], view_blur=DEFAULT_VIEW_BLUR, view_noise=DEFAULT_VIEW_NOISE,
-                        decay_power=DEFAULT_DECAY_POWER, bn_every=DEFAULT_BN_EVERY, image_std=0.0, unique_id=None):
+                        decay_power=DEFAULT_DECAY_POWER, bn_every=DEFAULT_BN_EVERY, image_std=DEFAULT_IMAGE_STD,
+                        unique_id=None):
         ensemble = as_ensemble(classifier)
         device = ensemble.members[0].device
         images = comfy_to_engine(image)
@@ -281,7 +285,7 @@ class CaGOptimize:
             mae = move_module(mae, device)
         config = OptimizeConfig(
             steps=steps, lr=lr, parameterization=parameterization, decay_power=float(decay_power),
-            image_std=float(image_std) if image_std else None,
+            image_std=float(image_std) if image_std and parameterization == "fourier" else None,
             augment=AugmentConfig(crops=crops, center_std=center_std_or_uniform(crop_center_std),
                                   crop_scale=(DEFAULT_CROP_SCALE[0], float(crop_max)), blur=float(view_blur),
                                   noise=float(view_noise)),

@@ -458,28 +458,29 @@ def test_view_noise_reaches_the_engine(comfy, monkeypatch):
 
 
 def test_bn_every_reaches_the_engine(comfy, monkeypatch):
-    """bn_every measures the BN-statistics prior every n-th step (default the engine's; 1 = every step,
-    the photo workflows'); out of range or fractional is refused before a run."""
-    from cag_core.optimize import OptimizeConfig
+    """bn_every measures the BN-statistics prior every n-th step (default the default recipe's 2; 1 =
+    every step, the photo workflows'); out of range is refused before a run."""
+    from cag_core.optimize import DEFAULT_BN_EVERY
 
     seen = _spy_on_config(comfy, monkeypatch, "bn_every")
     classifier, image = load_classifier(comfy), comfy_image(1, 16, 16)
     optimize(comfy, image, classifier, steps=2, seed=3)
     optimize(comfy, image, classifier, steps=2, seed=3, bn_every=3)
-    assert seen == [OptimizeConfig().bn_every, 3]
+    assert seen == [DEFAULT_BN_EVERY, 3] and DEFAULT_BN_EVERY == 2
     node = comfy.nodes.generation_nodes.CaGOptimize
     assert node.VALIDATE_INPUTS(steps=10, bn_every=2) is True
     assert "bn_every must be between 1 and 100" in node.VALIDATE_INPUTS(steps=10, bn_every=0)
 
 
 def test_image_std_reaches_the_engine(comfy, monkeypatch):
-    """image_std fixes each image's contrast (0 = free, the default; 3.6 in recipe lucid_steep_std);
-    out of range is refused before a run."""
+    """image_std fixes each image's contrast (default the default recipe's 3.6; 0 = free, the photo
+    workflows'; no effect outside fourier); out of range is refused before a run."""
     seen = _spy_on_config(comfy, monkeypatch, "image_std")
     classifier, image = load_classifier(comfy), comfy_image(1, 16, 16)
-    free, _ = optimize(comfy, image, classifier, steps=2, seed=3)
-    fixed, _ = optimize(comfy, image, classifier, steps=2, seed=3, image_std=3.6)
-    assert seen == [None, 3.6] and not torch.equal(free, fixed)
+    fixed, _ = optimize(comfy, image, classifier, steps=2, seed=3)
+    free, _ = optimize(comfy, image, classifier, steps=2, seed=3, image_std=0.0)
+    optimize(comfy, image, classifier, steps=2, seed=3, parameterization="pixels")
+    assert seen == [3.6, None, None] and not torch.equal(free, fixed)
     node = comfy.nodes.generation_nodes.CaGOptimize
     assert node.VALIDATE_INPUTS(steps=10, image_std=3.6) is True
     assert "image_std must be between 0 and 10" in node.VALIDATE_INPUTS(steps=10, image_std=11.0)

@@ -168,7 +168,8 @@ def test_cli_lucid_tight_from_flags():
     from cag_core.cli import build_parser, config_from_args
     from cag_core.recipes import get_recipe
 
-    sharp = ["--sizes", "64", "128", "256", "--view-blur", "0", "--view-noise", "0", "--decay-power", "1"]
+    sharp = ["--sizes", "64", "128", "256", "--view-blur", "0", "--view-noise", "0", "--decay-power", "1",
+             "--bn-every", "1", "--image-std", "0"]
     off = ["--bn", "0", "--tv", "0", "--steps", "100", "100", "100", *sharp]
     args = build_parser().parse_args(["generate", "--class", "1", "--crop-center-std", "0.25", "--crop-max", "0.6", *off])
     assert config_from_args(args) == get_recipe("lucid_tight")
@@ -177,9 +178,11 @@ def test_cli_lucid_tight_from_flags():
     assert config_from_args(args) == get_recipe("lucid_centered_bn50")
 
 
-def test_cli_default_is_lucid_steep_and_the_defaults_before_are_flags_away():
-    """No flags: the default recipe lucid_steep (32 -> 64 -> 128 -> 256, 50/50/100/100 steps, view blur 4,
-    view noise 0.3, spectrum 1/f^1.5); --decay-power 1 is lucid_smoothed, the default before; with
+def test_cli_default_is_lucid_steep_std_and_the_defaults_before_are_flags_away():
+    """No flags: the default recipe lucid_steep_std (32 -> 64 -> 128 -> 256, 50/50/100/100 steps, view
+    blur 4, view noise 0.3, spectrum 1/f^1.5, the BN prior every other step, contrast fixed to 3.6);
+    --bn-every 1 --image-std 0 is lucid_steep, the default before; with that --decay-power 1 is
+    lucid_smoothed, the one before; with
     --view-noise 0 lucid_coarse, the one before that; --sizes 64 128 256 --steps 100 100 100
     --view-blur 0 --view-noise 0 is lucid_centered_bn; --init alone gives sharp, clean views and
     Lucid's spectrum (the photo recipes were measured so), each flag overrides it; other
@@ -190,24 +193,28 @@ def test_cli_default_is_lucid_steep_and_the_defaults_before_are_flags_away():
     def config(*argv):
         return config_from_args(build_parser().parse_args(["generate", "--class", "1", *argv]))
 
-    assert config() == get_recipe("lucid_steep") == ProgressiveConfig()
+    assert config() == get_recipe("lucid_steep_std") == ProgressiveConfig()
     explicit = ["--sizes", "32", "64", "128", "256", "--steps", "50", "50", "100", "100", "--view-blur", "4"]
-    assert config(*explicit, "--view-noise", "0.3", "--decay-power", "1.5") == get_recipe("lucid_steep")
-    assert config("--bn-every", "2", "--image-std", "3.6") == get_recipe("lucid_steep_std")
-    assert config(*explicit, "--view-noise", "0.3", "--decay-power", "1") == get_recipe("lucid_smoothed")
-    lucid = ["--decay-power", "1"]
+    assert config(*explicit, "--bn-every", "2", "--image-std", "3.6") == get_recipe("lucid_steep_std")
+    before = ["--bn-every", "1", "--image-std", "0"]  # lucid_steep and every recipe before it
+    assert config(*explicit, *before, "--view-noise", "0.3", "--decay-power", "1.5") == get_recipe("lucid_steep")
+    assert config(*explicit, *before, "--view-noise", "0.3", "--decay-power", "1") == get_recipe("lucid_smoothed")
+    lucid = [*before, "--decay-power", "1"]
     assert config(*explicit, *lucid, "--view-noise", "0") == config(*lucid, "--view-noise", "0") == get_recipe("lucid_coarse")
     assert config("--sizes", "64", "128", "256", "--steps", "100", "100", "100", "--view-blur", "0",
                   "--view-noise", "0", *lucid) == get_recipe("lucid_centered_bn")
     assert config("--init", "photo.png").stage.augment.blur == 0
     assert config("--init", "photo.png").stage.augment.noise == 0
     assert config("--init", "photo.png").stage.decay_power == 1.0
+    assert config("--init", "photo.png").stage.image_std is None and config("--init", "photo.png").stage.bn_every == 1
+    assert config("--init", "photo.png", "--image-std", "2", "--bn-every", "3").stage.image_std == 2
+    assert config("--param", "pixels").stage.image_std is None and config("--param", "phase").stage.image_std is None
     assert config("--init", "photo.png", "--decay-power", "1.5").stage.decay_power == 1.5
     assert config("--param", "phase").stage.decay_power is None  # phase: the photos' slope, as before
     assert config("--param", "phase", "--decay-power", "1.6").stage.decay_power == 1.6
     assert config("--init", "photo.png", "--view-noise", "0.2").stage.augment.noise == 0.2
     assert config("--init", "photo.png", "--view-blur", "2").stage.augment.blur == 2
-    sharp_finish = config("--view-noise", "0.3", "0.3", "0.3", "0", "--decay-power", "1")
+    sharp_finish = config("--view-noise", "0.3", "0.3", "0.3", "0", *lucid)
     assert sharp_finish == get_recipe("lucid_sharp_finish")
     assert [c.augment.noise for c in sharp_finish.stage_configs()] == [0.3, 0.3, 0.3, 0.0]
     assert [c.augment.noise for c in config("--init", "photo.png").stage_configs()] == [0.0] * 4

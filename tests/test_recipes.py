@@ -24,15 +24,21 @@ def _decorrelated(images01):
 # ---- recipes ---------------------------------------------------------------------------------
 
 
-def test_lucid_steep_is_the_default():
-    """'lucid_steep' is what the pack ships as its default; 'lucid_smoothed' (the default from the
+def test_lucid_steep_std_is_the_default():
+    """'lucid_steep_std' is what the pack ships as its default; 'lucid_steep' (the default on
+    2026-12-07 until then) differs from it only in the BN prior every step and a free contrast;
+    'lucid_smoothed' (the default from the
     evening of 2026-12-06) differs from it only in Lucid's 1/f spectrum, 'lucid_coarse' (the default
     for most of 2026-12-06) from that only in the clean views, 'lucid_centered_bn' (the default of 2026-12-02)
     from that only in the stages (64 -> 128 -> 256, 3 x 100 steps, the same 300) and the sharp views,
     'lucid_centered_bn50' (opt-in) from that only in the 64 px stage's steps, 'lucid_centered' (the
     default of 2026-12-01) only in the priors, and 'lucid' (before) also in where crops land."""
-    steep = ProgressiveConfig()
-    assert get_recipe("lucid_steep") == steep and steep.stage.decay_power == 1.5
+    default = ProgressiveConfig()
+    assert get_recipe("lucid_steep_std") == default
+    assert default.stage.bn_every == 2 and default.stage.image_std == 3.6
+    steep = get_recipe("lucid_steep")
+    assert replace(steep, stage=replace(steep.stage, bn_every=2, image_std=3.6)) == default
+    assert steep.stage.decay_power == 1.5 and steep.stage.bn_every == 1 and steep.stage.image_std is None
     default = get_recipe("lucid_smoothed")  # the rest of this test walks back from it
     assert default.stage.decay_power == 1.0 and replace(default, stage=replace(default.stage, decay_power=1.5)) == steep
     assert default.sizes == (32, 64, 128, 256) and default.stage.augment.blur == 4.0

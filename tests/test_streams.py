@@ -51,17 +51,20 @@ def test_noise_of_a_batch_is_its_images_alone():
     assert torch.equal(big[:2], init_noise(noise_streams(5, 2), 8, 12, "gray"))
 
 
-@pytest.mark.parametrize("bn_weight", [0.0, 0.1], ids=["no-priors", "bn-tv"])
+@pytest.mark.parametrize("bn_weight,image_std", [(0.0, None), (0.1, None), (0.1, 3.6)],
+                         ids=["no-priors", "bn-tv", "bn-tv-every2-std"])
 @pytest.mark.parametrize("crops", [2, 1], ids=["2-crops", "1-crop"])
 @pytest.mark.parametrize("with_mae", [True, False], ids=["mae", "no-mae"])
-def test_an_image_is_the_same_in_any_batch(crops, with_mae, bn_weight):
+def test_an_image_is_the_same_in_any_batch(crops, with_mae, bn_weight, image_std):
     """Generating keys [a, b, c, d] as one batch, as [a, b, c] + [d], or one by one gives the same
     images bit for bit on the CPU (one crop per image runs the lone-view path), also with the
-    BN-statistics prior, which is measured per image."""
+    BN-statistics prior, which is measured per image, every other step, and a fixed contrast (the
+    default recipe's), which is measured per image."""
     classifier = tiny_classifier()
     mae = mae_from_config(TINY_MAE, seed=0) if with_mae else None
     config = replace(TINY, stage=replace(TINY.stage, augment=AugmentConfig(crops=crops), bn_weight=bn_weight,
-                                         tv_weight=bn_weight))
+                                         tv_weight=bn_weight, image_std=image_std,
+                                         bn_every=2 if image_std else 1))
     keys = [(11, c, k) for c, k in ((1, 0), (1, 1), (4, 0), (7, 5))]
     targets = ["class 1", "class 1", "class 4", "class 7"]
 

@@ -82,8 +82,8 @@ def test_committed_workflows_match_the_builder(classes):
 
 def test_stage_chains_use_the_command_line_recipe():
     """The class and text workflows' CaG Optimize stages run the command line's default recipe: its
-    stage sides, steps, view blur, view noise, spectrum and BN-prior schedule; the photo workflows keep
-    Lucid's 1/f and the prior in every step, as their pictures were made."""
+    stage sides, steps, view blur, view noise, spectrum, BN-prior schedule and contrast; the photo
+    workflows keep Lucid's 1/f, the prior in every step and a free contrast, as their pictures were made."""
     from cag_core.progressive import ProgressiveConfig
 
     default = ProgressiveConfig()
@@ -95,13 +95,14 @@ def test_stage_chains_use_the_command_line_recipe():
         assert all(s["view_blur"] == default.stage.augment.blur for s in stages), name
         assert all(s["view_noise"] == default.stage.augment.noise for s in stages), name
         assert all(s["decay_power"] == default.stage.decay_power == 1.5 for s in stages), name
-        assert all(s["bn_every"] == default.stage.bn_every for s in stages), name
+        assert all(s["bn_every"] == default.stage.bn_every == 2 for s in stages), name
+        assert all(s["image_std"] == default.stage.image_std == 3.6 for s in stages), name
         noise = next(n["inputs"] for n in prompt.values() if n["class_type"] == "CaGInitNoise")
         assert noise["width"] == noise["height"] == default.sizes[0], name
     for name in ("cag_img2img", "cag_inpaint", "cag_outpaint"):
         prompt = json.loads((WORKFLOW_DIR / "api" / f"{name}.json").read_text())
         stages = [n["inputs"] for n in prompt.values() if n["class_type"] == "CaGOptimize"]
-        assert stages and all(s["decay_power"] == 1.0 and s["bn_every"] == 1 for s in stages), name
+        assert stages and all(s["decay_power"] == 1.0 and s["bn_every"] == 1 and s["image_std"] == 0 for s in stages), name
 
 
 @pytest.mark.parametrize("path", UI_FILES, ids=lambda p: p.name)

@@ -140,8 +140,9 @@ def _stage_chain(first_id: int, classifier: int, target: int | None, mae: int | 
 
 # The photo workflows' CaG Optimize stages: crops anywhere in the frame, since the region to change can
 # be anywhere (the centred default looks at the middle more), sharp, clean views, Lucid's 1/f
-# spectrum and the BN-statistics prior in every step; the README's pictures were made so.
-PHOTO_VIEWS = {"crop_center_std": 0.0, "view_blur": 0.0, "view_noise": 0.0, "decay_power": 1.0, "bn_every": 1}
+# spectrum, the BN-statistics prior in every step and a free contrast; the README's pictures were made so.
+PHOTO_VIEWS = {"crop_center_std": 0.0, "view_blur": 0.0, "view_noise": 0.0, "decay_power": 1.0, "bn_every": 1,
+               "image_std": 0.0}
 
 GRAPHS = {
     "cag_quick_start": Graph(
