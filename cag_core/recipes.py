@@ -124,9 +124,10 @@ RECIPES["lucid_steep"] = dataclasses.replace(
     stage=dataclasses.replace(RECIPES["lucid_smoothed"].stage, decay_power=1.5),  # step scale 1/f^1.5
 )
 
-# lucid_steep at 0.80-0.91x its time and a sixth of its glare; the default since the second session of
-# 2026-12-07 (equal to ProgressiveConfig(); `--bn-every 1 --image-std 0` gives lucid_steep). The BN-statistics prior is measured every other step at twice the weight (it is
-# about a third of a CPU step), and each image's contrast is fixed to a spread of 3.6 (decorrelated
+# lucid_steep at 0.80-0.91x its time and a sixth of its glare; the default since the second session
+# of 2026-12-07 (equal to ProgressiveConfig(); `--bn-every 1 --image-std 0` gives lucid_steep). The
+# BN-statistics prior is measured every other step at twice the weight (it is about a quarter of a
+# two-thread CPU step), and each image's contrast is fixed to a spread of 3.6 (decorrelated
 # logits; the steep default's free images reach 6-8, a photo's 1.8), so 6.6 % of its values are
 # clipped instead of 38 %. Blind viewers, each seeing every class once (benchmarks/results/panel/
 # heldout-bn-schedule/): 16 fresh held-out classes named 23 of 32 guesses against 22 for
