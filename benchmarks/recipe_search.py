@@ -176,8 +176,8 @@ CANDIDATES: dict[str, Variant] = {
                             image_std=2.4),
     "steep_std36": _variant("lucid_steep, each image's contrast fixed to 3.6 (fix_spread)", "lucid_steep",
                             image_std=3.6),
-    "steep_bn_alt_std36": _variant("steep_bn_alt with each image's contrast fixed to 3.6", "lucid_steep",
-                                   bn_every=2, image_std=3.6),
+    "steep_bn_alt_std36": Variant("steep_bn_alt with each image's contrast fixed to 3.6 (recipe lucid_steep_std)",
+                                  get_recipe("lucid_steep_std")),
 }
 
 GROUPS: dict[str, tuple[str, ...]] = {

@@ -161,12 +161,13 @@ def resolve_device(choice: str) -> torch.device:
     return device
 
 
-def _given_or_default(given: float | None, default: float, args: argparse.Namespace) -> float:
-    """A view option as given, else its default, but 0 when starting from a picture (--init): the
-    photo recipes were measured with crops anywhere, sharp and clean views."""
+def _given_or_default(given: float | None, default: float, args: argparse.Namespace, photo: float = 0.0) -> float:
+    """An option as given, else its default, but `photo` when starting from a picture (--init): the
+    photo recipes were measured with crops anywhere, sharp and clean views, the BN prior every step
+    and a free contrast."""
     if given is not None:
         return given
-    return 0.0 if getattr(args, "init", None) else default
+    return photo if getattr(args, "init", None) else default
 
 
 def crop_center_std(args: argparse.Namespace) -> float:
@@ -200,19 +201,15 @@ def decay_power(args: argparse.Namespace) -> float | None:
 def bn_every(args: argparse.Namespace) -> int:
     """--bn-every as given; else the default, but every step when starting from a picture (the
     photo recipes were measured so)."""
-    if args.bn_every is not None:
-        return args.bn_every
-    return 1 if getattr(args, "init", None) else DEFAULTS.stage.bn_every
+    return _given_or_default(args.bn_every, DEFAULTS.stage.bn_every, args, photo=1)
 
 
 def image_std(args: argparse.Namespace) -> float | None:
     """--image-std as given (0 = free); else the default's fixed contrast for fourier, but free when
     starting from a picture (the photo recipes were measured so) and for the other parameterizations."""
-    if args.image_std is not None:
-        return args.image_std or None
-    if args.param != "fourier" or getattr(args, "init", None):
+    if args.image_std is None and args.param != "fourier":
         return None
-    return DEFAULTS.stage.image_std
+    return _given_or_default(args.image_std, DEFAULTS.stage.image_std, args) or None
 
 
 def config_from_args(args: argparse.Namespace) -> ProgressiveConfig:
