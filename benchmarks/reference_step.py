@@ -45,6 +45,9 @@ def check_supported(config: OptimizeConfig, classifier: Classifier) -> None:
     if config.image_std is not None or config.focus is not None or config.chroma_decay:
         raise ValueError("The reference Fourier image is the plain 1/f^decay_power one: no image_std, focus or "
                          "chroma_decay.")
+    if config.bn_every != 1:
+        raise ValueError(f"The reference step measures the BN-statistics prior every step; got bn_every="
+                         f"{config.bn_every} (use 1).")
 
 
 # -- the image from its parameters --------------------------------------------------------------
@@ -218,6 +221,7 @@ def reference_loss(
 ) -> torch.Tensor:
     """The step's loss, the sum of the images' losses, image by image; `params` are the engine's
     (Fourier spectrum or pixels)."""
+    check_supported(config, classifier)
     batch = params.shape[0]
     cfg = config.augment
     noise = None

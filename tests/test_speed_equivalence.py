@@ -131,6 +131,18 @@ def test_reference_follows_the_engine_without_augmentation_and_masking():
     assert float((grad - ref_grad).norm() / ref_grad.norm()) < 1e-4
 
 
+@pytest.mark.parametrize("change", [{"bn_every": 2}, {"image_std": 3.6}], ids=["bn_every", "image_std"])
+def test_reference_refuses_what_it_does_not_implement(change):
+    """The reference measures the BN prior every step on the plain Fourier image: a default stage
+    config (bn_every 2, a fixed contrast) is refused, not compared wrongly."""
+    classifier = tiny_classifier()
+    images = torch.rand(1, 3, 32, 32, generator=torch.Generator().manual_seed(2))
+    target = parse_target("class 0", classifier.class_names, 1)
+    config = OptimizeConfig(augment=NO_AUGMENT, mask_ratio=0.0, bn_weight=0.001, **change)
+    with pytest.raises(ValueError, match=next(iter(change))):
+        _reference(images, classifier, target, config, None, seed=0)
+
+
 def test_channels_last_is_opt_in_and_matches_within_rounding():
     """channels_last is off by default; switched on, the step matches the default layout to fp32 rounding."""
     classifier = tiny_classifier()
