@@ -178,6 +178,11 @@ CANDIDATES: dict[str, Variant] = {
                             image_std=3.6),
     "steep_bn_alt_std36": Variant("steep_bn_alt with each image's contrast fixed to 3.6 (recipe lucid_steep_std)",
                                   get_recipe("lucid_steep_std")),
+    # ---- 2026-12-07 (third session): larger views, so no view sees only a part of the subject ----
+    "std_crop50": _variant("lucid_steep_std, crops of 50-100 % of the image area (25-100 %)", "lucid_steep_std",
+                           augment=_aug("lucid_steep_std", crop_scale=(0.5, 1.0))),
+    "std_crop70": _variant("lucid_steep_std, crops of 70-100 % of the image area (25-100 %)", "lucid_steep_std",
+                           augment=_aug("lucid_steep_std", crop_scale=(0.7, 1.0))),
 }
 
 GROUPS: dict[str, tuple[str, ...]] = {
