@@ -59,6 +59,8 @@ FORBIDDEN = frozenset(
     + (50, 74, 174, 188, 309, 314, 402, 437, 524, 576, 663, 724, 804, 823, 915, 981)
     # the seventh (results/panel/heldout-crops)
     + (40, 73, 179, 248, 254, 344, 375, 497, 541, 564, 677, 723, 756, 858, 907, 970)
+    # the eighth (results/panel/heldout-early-crops)
+    + (23, 76, 152, 237, 266, 354, 434, 495, 530, 614, 678, 688, 811, 839, 927, 976)
 )
 RESULTS = Path("benchmarks/results/recipe_search")
 
