@@ -61,6 +61,8 @@ FORBIDDEN = frozenset(
     + (40, 73, 179, 248, 254, 344, 375, 497, 541, 564, 677, 723, 756, 858, 907, 970)
     # the eighth (results/panel/heldout-early-crops)
     + (23, 76, 152, 237, 266, 354, 434, 495, 530, 614, 678, 688, 811, 839, 927, 976)
+    # the ninth (results/panel/heldout-small-early)
+    + (16, 75, 148, 221, 272, 364, 387, 470, 520, 563, 635, 689, 800, 854, 914, 984)
 )
 RESULTS = Path("benchmarks/results/recipe_search")
 
