@@ -65,6 +65,9 @@ FORBIDDEN = frozenset(
     + (16, 75, 148, 221, 272, 364, 387, 470, 520, 563, 635, 689, 800, 854, 914, 984)
     # the tenth (results/panel/heldout-large-early)
     + (9, 97, 127, 195, 259, 342, 376, 471, 522, 587, 634, 701, 808, 817, 887, 996)
+    # the eleventh and twelfth (results/panel/heldout-steeper, heldout-steeper2)
+    + (59, 87, 185, 187, 261, 333, 409, 472, 555, 571, 661, 731, 782, 865, 892, 938)
+    + (56, 123, 147, 197, 294, 351, 397, 456, 511, 567, 668, 691, 797, 821, 895, 964)
 )
 RESULTS = Path("benchmarks/results/recipe_search")
 
