@@ -40,7 +40,7 @@ import random
 import re
 import statistics
 import sys
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Sequence
 
@@ -302,6 +302,38 @@ class ViewerResult:
     unanswered: dict[str, int] = field(default_factory=dict)  # method -> images with no guess
 
 
+@dataclass(frozen=True)
+class JudgedGuess:
+    viewer: str
+    file: str
+    method: str
+    cls: int
+    answer: Answer | None  # None: the viewer left the image out
+    verdict: tuple[str, str] | None  # judge_guess's; None when not named (or no guess)
+
+    @property
+    def unanswered(self) -> bool:
+        return self.answer is None or self.answer.guess.lower() in NO_GUESS
+
+
+def judge_all(keys: dict[str, dict[str, dict]], viewers: dict[str, dict[str, Answer]],
+              rulings: dict[int, list[str]]) -> list[JudgedGuess]:
+    """Every image of every viewer's key, with that viewer's answer and its verdict: the one place
+    a guess is judged (score and benchmarks.panel_pool count from it)."""
+    from cag_core.class_names import imagenet_class_names
+
+    names = imagenet_class_names()
+    judged = []
+    for viewer, answers in viewers.items():
+        for file, entry in keys[viewer].items():
+            cls, answer = entry["class"], answers.get(file)
+            guess = JudgedGuess(viewer, file, entry["method"], cls, answer, None)
+            if not guess.unanswered:
+                guess = replace(guess, verdict=judge_guess(answer.guess, names[cls], rulings.get(cls, ())))
+            judged.append(guess)
+    return judged
+
+
 def score(key: dict[str, dict] | dict[str, dict[str, dict]], viewers: dict[str, dict[str, Answer]],
           rulings: dict[int, list[str]], *, key_per_viewer: bool = False) -> dict:
     """key: the panel's key (file -> method, class), the same for every viewer; with key_per_viewer,
@@ -309,31 +341,27 @@ def score(key: dict[str, dict] | dict[str, dict[str, dict]], viewers: dict[str, 
     from cag_core.class_names import imagenet_class_names
 
     names = imagenet_class_names()
-    results: dict[str, ViewerResult] = {}
     keys = key if key_per_viewer else {viewer: key for viewer in viewers}
+    results: dict[str, ViewerResult] = {viewer: ViewerResult() for viewer in viewers}
     by_ruling, unmatched = [], []
-    for viewer, answers in viewers.items():
-        result = results[viewer] = ViewerResult()
-        for file, entry in keys[viewer].items():
-            method, cls = entry["method"], entry["class"]
-            result.shown[method] = result.shown.get(method, 0) + 1
-            result.named.setdefault(method, 0)
-            result.scores.setdefault(method, [])
-            answer = answers.get(file)
-            if answer is not None and answer.score is not None:
-                result.scores[method].append(answer.score)
-            if answer is None or answer.guess.lower() in NO_GUESS:
-                result.unanswered[method] = result.unanswered.get(method, 0) + 1
-                continue
-            verdict = judge_guess(answer.guess, names[cls], rulings.get(cls, ()))
-            row = {"viewer": viewer, "file": file, "method": method, "class": cls, "class_name": names[cls],
-                   "guess": answer.guess}
-            if verdict is None:
-                unmatched.append(row)
-                continue
-            result.named[method] += 1
-            if verdict[0] == "ruling":
-                by_ruling.append(dict(row, accepted_word=verdict[1]))
+    for guess in judge_all(keys, viewers, rulings):
+        result, method = results[guess.viewer], guess.method
+        result.shown[method] = result.shown.get(method, 0) + 1
+        result.named.setdefault(method, 0)
+        result.scores.setdefault(method, [])
+        if guess.answer is not None and guess.answer.score is not None:
+            result.scores[method].append(guess.answer.score)
+        if guess.unanswered:
+            result.unanswered[method] = result.unanswered.get(method, 0) + 1
+            continue
+        row = {"viewer": guess.viewer, "file": guess.file, "method": method, "class": guess.cls,
+               "class_name": names[guess.cls], "guess": guess.answer.guess}
+        if guess.verdict is None:
+            unmatched.append(row)
+            continue
+        result.named[method] += 1
+        if guess.verdict[0] == "ruling":
+            by_ruling.append(dict(row, accepted_word=guess.verdict[1]))
     methods = sorted({e["method"] for k in keys.values() for e in k.values()})
     table = {
         method: {
