@@ -16,8 +16,11 @@ guesses; which classes are drawn moves the count more than any recipe change mea
 tuning-panel gains in a row vanished held out. Two bootstraps, each within every draw (the draws
 are strata: each has its own classes and viewers), with replacement, every guess of a resampled
 class (and viewer) coming along:
-- classes and viewers, independently (Owen's pigeonhole bootstrap): it errs wide (on simulated
-  panels with no effect it held 0 in 100 of 100), so a difference it excludes 0 from is measured;
+- classes and viewers, independently (a pigeonhole bootstrap), each viewer within its design group
+  (the viewers shown the same methods for the same classes: one part of a Latin square has a fixed
+  number of viewers, and drawing more of one part would pit half the classes against the other
+  half): it errs wide (on simulated panels with no effect it held 0 in 100 of 100), so a
+  difference it excludes 0 from is measured;
 - classes only, the viewers kept as they were: narrower, about right when the viewers' leanings
   cancel, as they do when each viewer sees both methods (94 of 100 on the same simulation).
 A difference whose interval holds 0 was not measured.
@@ -92,19 +95,33 @@ def _effects(totals: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return 100 * (share[..., 1] - share[..., 0]), photo[..., 1] - photo[..., 0]
 
 
+def design_groups(cells: np.ndarray) -> list[np.ndarray]:
+    """The viewers grouped by what they were shown: the same methods for the same classes (one part
+    of a Latin square; or everything, in a full panel). Each group's size was fixed by the design."""
+    groups: dict[bytes, list[int]] = {}
+    for viewer, shown in enumerate(cells[..., SHOWN] > 0):
+        groups.setdefault(shown.tobytes(), []).append(viewer)
+    return [np.array(members) for members in groups.values()]
+
+
 def bootstrap(draws: Sequence[Draw], replicates: int = 10000, seed: int = 0,
               viewers: bool = True) -> tuple[np.ndarray, np.ndarray]:
     """The pooled effects over `replicates` resamples: within each draw the classes (and, with
-    `viewers`, independently the viewers) drawn with replacement. Returns (share differences, photo
-    differences), one per replicate."""
+    `viewers`, independently the viewers, each within its design group) drawn with replacement.
+    Returns (share differences, photo differences), one per replicate."""
     rng = np.random.default_rng(seed)
     total = 0.0
     for draw in draws:
         n_viewers, n_classes = draw.cells.shape[:2]
         # How often each viewer and each class is drawn: a resample's sum over its (viewer, class)
         # pairs is the count-weighted sum over the cells.
-        viewer_counts = (rng.multinomial(n_viewers, np.full(n_viewers, 1 / n_viewers), size=replicates)
-                         if viewers else np.ones((replicates, n_viewers)))
+        viewer_counts = np.ones((replicates, n_viewers))
+        if viewers:
+            # Within a design group only: drawing more viewers of one part of a Latin square than
+            # the design had would pit one half of the classes against the other.
+            for members in design_groups(draw.cells):
+                viewer_counts[:, members] = rng.multinomial(len(members), np.full(len(members), 1 / len(members)),
+                                                            size=replicates)
         class_counts = rng.multinomial(n_classes, np.full(n_classes, 1 / n_classes), size=replicates)
         total = total + np.einsum("bv,vcmk,bc->bmk", viewer_counts, draw.cells, class_counts)
     return _effects(total)

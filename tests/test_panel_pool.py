@@ -99,6 +99,23 @@ def test_the_intervals_hold_a_null_effect_about_95_times_in_100():
     assert held[True] >= 95 and 88 <= held[False] <= held[True], held
 
 
+def test_viewers_are_resampled_within_their_part_of_the_latin_square():
+    """Two methods with the same images (a paired design) and names that depend only on the class:
+    every resample keeps as many viewers of each part as the design had, so each class is guessed
+    as often in either method and the difference is 0 in every replicate; drawing the viewers
+    across parts would pit the easy classes against the hard ones."""
+    n_viewers, n_classes = 4, 6
+    method = (np.arange(n_classes)[None, :] + np.arange(n_viewers)[:, None]) % 2
+    cells = np.zeros((n_viewers, n_classes, 2, 4))
+    for v in range(n_viewers):
+        for c in range(n_classes):
+            cells[v, c, method[v, c]] = (1, c < 3, 1, 2 + (c < 3))
+    draw = panel_pool.Draw("paired", [], [], cells)
+    assert sorted(map(list, panel_pool.design_groups(cells))) == [[0, 2], [1, 3]]
+    share, photo = panel_pool.bootstrap([draw], replicates=300, seed=1)
+    assert np.all(share == 0) and np.all(photo == 0)
+
+
 def test_refusals_name_the_folder_and_what_it_holds(tmp_path):
     _write_panel(tmp_path / "draw")
     with pytest.raises(SystemExit, match=r"draw: no images of \['c'\] in its keys; its methods are \['a', 'b'\]"):
