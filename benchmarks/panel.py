@@ -411,6 +411,15 @@ def report_markdown(report: dict, brisque: dict[str, float] | None = None) -> st
     return "\n".join(lines) + "\n"
 
 
+def write_report(text: str, data: dict, out: Path | None) -> None:
+    """Print the Markdown report; with `out`, write it there and the data as JSON beside it."""
+    print(text)
+    if out:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(text)
+        out.with_suffix(".json").write_text(json.dumps(data, indent=1) + "\n")
+
+
 # ---- command line ------------------------------------------------------------------------------
 
 
@@ -466,12 +475,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         brisque = brisque_medians(args.peers) if args.peers else None
         if brisque is not None:
             report["brisque_median"] = brisque
-        text = report_markdown(report, brisque)
-        print(text)
-        if args.out:
-            args.out.parent.mkdir(parents=True, exist_ok=True)
-            args.out.write_text(text)
-            args.out.with_suffix(".json").write_text(json.dumps(report, indent=1) + "\n")
+        write_report(report_markdown(report, brisque), report, args.out)
     return 0
 
 

@@ -29,7 +29,6 @@ A difference whose interval holds 0 was not measured.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -37,7 +36,7 @@ from typing import Sequence
 
 import numpy as np
 
-from benchmarks.panel import judge_all, read_answers, read_key, read_rulings
+from benchmarks.panel import judge_all, read_answers, read_key, read_rulings, write_report
 
 # Per (viewer, class, method) cell: guesses shown, guesses that named the class, photo scores given
 # and their sum. A viewer of a one-per-class panel has one guess per class; of a full panel, one per
@@ -190,12 +189,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.replicates < 100:
         raise SystemExit(f"--replicates: at least 100 for a 95 % interval; got {args.replicates}.")
     summary = summarize([read_draw(folder, methods) for folder in args.panels], methods, args.replicates, args.seed)
-    text = report_markdown(summary)
-    print(text)
-    if args.out:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(text)
-        args.out.with_suffix(".json").write_text(json.dumps(summary, indent=1) + "\n")
+    write_report(report_markdown(summary), summary, args.out)
     return 0
 
 
