@@ -424,3 +424,25 @@ def test_recipe_search_registers_its_candidates_with_the_quality_benchmark():
     assert quality.VARIANTS["lucid"] is recipe_search.CANDIDATES["lucid"]
     assert quality.VARIANTS["lucid"].config == get_recipe("lucid")
     assert set(recipe_search.CANDIDATES) <= set(quality.VARIANTS)
+
+
+def test_recipe_search_refuses_held_out_classes_unless_a_check_is_rerun(monkeypatch):
+    """Held-out classes are refused for tuning, and the refusal names the flag that reruns a
+    recorded check (whose draw has joined FORBIDDEN since); with it the run goes ahead."""
+    from benchmarks import quality, recipe_search
+
+    held_out = recipe_search.HELDOUT_DRAWS["heldout-noise40"][:2]
+    with pytest.raises(SystemExit, match=r"\[21, 33\] are held out: not for tuning.*--rerun-held-out"):
+        recipe_search.main(["--classes", "21,33", "--variants", "lucid"])
+
+    class Ran(Exception):
+        pass
+
+    def run(names, classes, *args, **kwargs):
+        raise Ran(tuple(classes))
+
+    monkeypatch.setattr(quality, "run", run)
+    with pytest.raises(Ran) as ran:
+        recipe_search.main(["--classes", "21,33", "--variants", "lucid", "--rerun-held-out"])
+    assert ran.value.args[0] == held_out
+
