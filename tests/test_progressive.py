@@ -97,7 +97,11 @@ def test_clean_last_stage_changes_only_the_last_stage():
 
     def run(config):
         first = []
-        callback = lambda stage, stages, step, steps, images, loss: first.append(images.clone()) if stage == 0 else None
+
+        def callback(stage, stages, step, steps, images, loss):
+            if stage == 0:
+                first.append(images.clone())
+
         images = generate(classifier, "class 2", seed=1, config=config, callback=callback).images
         return first[-1], images
 
