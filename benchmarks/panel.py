@@ -40,7 +40,7 @@ import random
 import re
 import statistics
 import sys
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence
 
@@ -313,7 +313,11 @@ class JudgedGuess:
 
     @property
     def unanswered(self) -> bool:
-        return self.answer is None or self.answer.guess.lower() in NO_GUESS
+        return _unanswered(self.answer)
+
+
+def _unanswered(answer: Answer | None) -> bool:
+    return answer is None or answer.guess.lower() in NO_GUESS
 
 
 def judge_all(keys: dict[str, dict[str, dict]], viewers: dict[str, dict[str, Answer]],
@@ -327,10 +331,8 @@ def judge_all(keys: dict[str, dict[str, dict]], viewers: dict[str, dict[str, Ans
     for viewer, answers in viewers.items():
         for file, entry in keys[viewer].items():
             cls, answer = entry["class"], answers.get(file)
-            guess = JudgedGuess(viewer, file, entry["method"], cls, answer, None)
-            if not guess.unanswered:
-                guess = replace(guess, verdict=judge_guess(answer.guess, names[cls], rulings.get(cls, ())))
-            judged.append(guess)
+            verdict = None if _unanswered(answer) else judge_guess(answer.guess, names[cls], rulings.get(cls, ()))
+            judged.append(JudgedGuess(viewer, file, entry["method"], cls, answer, verdict))
     return judged
 
 

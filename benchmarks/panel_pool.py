@@ -73,11 +73,13 @@ def read_draw(folder: Path, methods: Sequence[str]) -> Draw:
         raise SystemExit(f"{folder}: no images of {missing} in its keys; its methods are {found}.")
     viewers = sorted(keys)
     classes = sorted({g.cls for g in judged})
+    viewer_at, class_at = {v: i for i, v in enumerate(viewers)}, {c: i for i, c in enumerate(classes)}
+    method_at = {m: i for i, m in enumerate(methods)}
     cells = np.zeros((len(viewers), len(classes), len(methods), 4))
     for g in judged:
-        if g.method not in methods:
+        if g.method not in method_at:
             continue
-        cell = cells[viewers.index(g.viewer), classes.index(g.cls), list(methods).index(g.method)]
+        cell = cells[viewer_at[g.viewer], class_at[g.cls], method_at[g.method]]
         cell[SHOWN] += 1
         cell[NAMED] += g.verdict is not None
         if g.answer is not None and g.answer.score is not None:
@@ -135,21 +137,20 @@ def summarize(draws: Sequence[Draw], methods: Sequence[str], replicates: int = 1
     def interval(values: np.ndarray, digits: int) -> list[float]:
         return [round(float(q), digits) for q in np.percentile(values, [2.5, 97.5])]
 
-    def effect(parts: Sequence[Draw], offset: int) -> dict:
-        share, photo = _effects(sum(d.cells.sum(axis=(0, 1)) for d in parts))
+    def row(name: str, parts: Sequence[Draw], offset: int) -> dict:
+        totals = sum(d.cells.sum(axis=(0, 1)) for d in parts)
+        share, photo = _effects(totals)
         both_share, both_photo = bootstrap(parts, replicates, seed + offset)
         class_share, class_photo = bootstrap(parts, replicates, seed + offset, viewers=False)
-        return {"named_points": round(float(share), 2), "named_points_95": interval(both_share, 2),
+        return {"draw": name, "viewers": sum(len(d.viewers) for d in parts),
+                "classes": sum(len(d.classes) for d in parts), "methods": per_method(totals),
+                "named_points": round(float(share), 2), "named_points_95": interval(both_share, 2),
                 "named_points_95_classes": interval(class_share, 2),
                 "photo": round(float(photo), 3), "photo_95": interval(both_photo, 3),
                 "photo_95_classes": interval(class_photo, 3)}
 
-    rows = [{"draw": d.name, "viewers": len(d.viewers), "classes": len(d.classes),
-             "methods": per_method(d.cells.sum(axis=(0, 1))), **effect([d], i + 1)} for i, d in enumerate(draws)]
-    pooled = {"draw": "pooled", "viewers": sum(len(d.viewers) for d in draws),
-              "classes": sum(len(d.classes) for d in draws),
-              "methods": per_method(sum(d.cells.sum(axis=(0, 1)) for d in draws)), **effect(draws, 0)}
-    return {"methods": list(methods), "replicates": replicates, "seed": seed, "rows": rows + [pooled]}
+    rows = [row(d.name, [d], i + 1) for i, d in enumerate(draws)] + [row("pooled", draws, 0)]
+    return {"methods": list(methods), "replicates": replicates, "seed": seed, "rows": rows}
 
 
 def report_markdown(summary: dict) -> str:
