@@ -1,15 +1,18 @@
-"""Pool the blind panels of several held-out draws and put an interval on what one recipe changes.
+"""Pool the blind panels of several held-out draws and put an interval on what one recipe changes,
+or on how often one recipe is named.
 
     python -m benchmarks.panel_pool --methods steep_bn_alt_std36,std_decay175 \\
         --panels benchmarks/results/panel/heldout-steeper benchmarks/results/panel/heldout-steeper2 \\
                  benchmarks/results/panel/heldout-steeper3 [--out pooled.md]
+    python -m benchmarks.panel_pool --methods steep_bn_alt_std36 --panels benchmarks/results/panel/heldout-*
 
 Each --panels folder is one scored panel as `benchmarks.panel` leaves it: `keys/<viewer>/key.csv`,
 `<viewer>.csv` (that viewer's answers) and `rulings.txt`. Guesses are judged exactly as `panel
 score` judges them. The report gives, per draw and over all, each method's named guesses (of how
 many) and mean photo score, and the second method minus the first: the difference in the share of
 guesses that named the class (percentage points) and in the mean photo score, each with a 95 %
-bootstrap interval.
+bootstrap interval. With one method it gives that method's share of guesses that named the class
+and its mean photo score, each with the same intervals: where a recipe stands against a bar.
 
 Why an interval: on single draws of 16 classes the default alone was named from 33 to 55 of 64
 guesses; which classes are drawn moves the count more than any recipe change measured, and four
@@ -88,12 +91,19 @@ def read_draw(folder: Path, methods: Sequence[str]) -> Draw:
     return Draw(folder.resolve().name, viewers, classes, cells)
 
 
+def _levels(totals: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """totals [..., methods, 4] -> (each method's share of guesses that named the class, in percent;
+    its mean photo score), both [..., methods]."""
+    share = totals[..., NAMED] / np.maximum(totals[..., SHOWN], 1)
+    photo = totals[..., SCORE_SUM] / np.maximum(totals[..., SCORED], 1)
+    return 100 * share, photo
+
+
 def _effects(totals: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """totals [..., methods, 4] -> (named share of the second method minus the first, in points;
     mean photo score of the second minus the first)."""
-    share = totals[..., NAMED] / np.maximum(totals[..., SHOWN], 1)
-    photo = totals[..., SCORE_SUM] / np.maximum(totals[..., SCORED], 1)
-    return 100 * (share[..., 1] - share[..., 0]), photo[..., 1] - photo[..., 0]
+    share, photo = _levels(totals)
+    return share[..., 1] - share[..., 0], photo[..., 1] - photo[..., 0]
 
 
 def design_groups(cells: np.ndarray) -> list[np.ndarray]:
@@ -105,11 +115,11 @@ def design_groups(cells: np.ndarray) -> list[np.ndarray]:
     return [np.array(members) for members in groups.values()]
 
 
-def bootstrap(draws: Sequence[Draw], replicates: int = 10000, seed: int = 0,
-              viewers: bool = True) -> tuple[np.ndarray, np.ndarray]:
-    """The pooled effects over `replicates` resamples: within each draw the classes (and, with
-    `viewers`, independently the viewers, each within its design group) drawn with replacement.
-    Returns (share differences, photo differences), one per replicate."""
+def bootstrap_totals(draws: Sequence[Draw], replicates: int = 10000, seed: int = 0,
+                     viewers: bool = True) -> np.ndarray:
+    """The pooled counts [replicates, methods, 4] of `replicates` resamples: within each draw the
+    classes (and, with `viewers`, independently the viewers, each within its design group) drawn
+    with replacement."""
     rng = np.random.default_rng(seed)
     total = 0.0
     for draw in draws:
@@ -125,7 +135,14 @@ def bootstrap(draws: Sequence[Draw], replicates: int = 10000, seed: int = 0,
                                                             size=replicates)
         class_counts = rng.multinomial(n_classes, np.full(n_classes, 1 / n_classes), size=replicates)
         total = total + np.einsum("bv,vcmk,bc->bmk", viewer_counts, draw.cells, class_counts)
-    return _effects(total)
+    return total
+
+
+def bootstrap(draws: Sequence[Draw], replicates: int = 10000, seed: int = 0,
+              viewers: bool = True) -> tuple[np.ndarray, np.ndarray]:
+    """The second method minus the first over the resamples of `bootstrap_totals`:
+    (share differences in points, photo differences), one per replicate."""
+    return _effects(bootstrap_totals(draws, replicates, seed, viewers))
 
 
 def summarize(draws: Sequence[Draw], methods: Sequence[str], replicates: int = 10000, seed: int = 0) -> dict:
@@ -139,21 +156,56 @@ def summarize(draws: Sequence[Draw], methods: Sequence[str], replicates: int = 1
 
     def row(name: str, parts: Sequence[Draw], offset: int) -> dict:
         totals = sum(d.cells.sum(axis=(0, 1)) for d in parts)
+        both = bootstrap_totals(parts, replicates, seed + offset)
+        classes_only = bootstrap_totals(parts, replicates, seed + offset, viewers=False)
+        out = {"draw": name, "viewers": sum(len(d.viewers) for d in parts),
+               "classes": sum(len(d.classes) for d in parts), "methods": per_method(totals)}
+        if len(methods) == 1:  # where the one method stands: its own share and photo score
+            (share,), (photo,) = _levels(totals)
+            both_share, both_photo = (values[:, 0] for values in _levels(both))
+            class_share, class_photo = (values[:, 0] for values in _levels(classes_only))
+            return out | {"named_share": round(float(share), 2), "named_share_95": interval(both_share, 2),
+                          "named_share_95_classes": interval(class_share, 2),
+                          "photo": round(float(photo), 3), "photo_95": interval(both_photo, 3),
+                          "photo_95_classes": interval(class_photo, 3)}
         share, photo = _effects(totals)
-        both_share, both_photo = bootstrap(parts, replicates, seed + offset)
-        class_share, class_photo = bootstrap(parts, replicates, seed + offset, viewers=False)
-        return {"draw": name, "viewers": sum(len(d.viewers) for d in parts),
-                "classes": sum(len(d.classes) for d in parts), "methods": per_method(totals),
-                "named_points": round(float(share), 2), "named_points_95": interval(both_share, 2),
-                "named_points_95_classes": interval(class_share, 2),
-                "photo": round(float(photo), 3), "photo_95": interval(both_photo, 3),
-                "photo_95_classes": interval(class_photo, 3)}
+        both_share, both_photo = _effects(both)
+        class_share, class_photo = _effects(classes_only)
+        return out | {"named_points": round(float(share), 2), "named_points_95": interval(both_share, 2),
+                      "named_points_95_classes": interval(class_share, 2),
+                      "photo": round(float(photo), 3), "photo_95": interval(both_photo, 3),
+                      "photo_95_classes": interval(class_photo, 3)}
 
     rows = [row(d.name, [d], i + 1) for i, d in enumerate(draws)] + [row("pooled", draws, 0)]
     return {"methods": list(methods), "replicates": replicates, "seed": seed, "rows": rows}
 
 
+def _span(values: list[float], fmt: str) -> str:
+    return f"{values[0]:{fmt}} to {values[1]:{fmt}}"
+
+
+def level_markdown(summary: dict) -> str:
+    """The report of one method: its share of guesses that named the class and its photo score."""
+    (a,) = summary["methods"]
+    lines = [f"# Pooled blind panels: `{a}`", "",
+             f"The share of {a}'s guesses that named the class and its mean photo score, each with two 95 % "
+             f"intervals from {summary['replicates']} bootstrap resamples within each draw: of the classes and "
+             "viewers (errs wide), then of the classes only (benchmarks/panel_pool.py says why).", "",
+             "| draw | viewers | classes | named | named, % | 95 %: classes and viewers; classes | photo | "
+             "95 %: classes and viewers; classes |",
+             "|---|---|---|---|---|---|---|---|"]
+    for row in summary["rows"]:
+        m = row["methods"][a]
+        lines.append(f"| {row['draw']} | {row['viewers']} | {row['classes']} | {m['named']} / {m['of']} | "
+                     f"{row['named_share']:.1f} | {_span(row['named_share_95'], '.1f')}; "
+                     f"{_span(row['named_share_95_classes'], '.1f')} | {row['photo']:.2f} | "
+                     f"{_span(row['photo_95'], '.2f')}; {_span(row['photo_95_classes'], '.2f')} |")
+    return "\n".join(lines) + "\n"
+
+
 def report_markdown(summary: dict) -> str:
+    if len(summary["methods"]) == 1:
+        return level_markdown(summary)
     a, b = summary["methods"]
     lines = [f"# Pooled blind panels: `{b}` against `{a}`", "",
              f"{b} minus {a}: the share of guesses that named the class (points) and the mean photo score, each with "
@@ -163,15 +215,12 @@ def report_markdown(summary: dict) -> str:
              "95 %: classes and viewers; classes | photo | 95 %: classes and viewers; classes |",
              "|---|---|---|---|---|---|---|---|---|---|---|"]
 
-    def span(values: list[float], fmt: str) -> str:
-        return f"{values[0]:{fmt}} to {values[1]:{fmt}}"
-
     for row in summary["rows"]:
         ma, mb = row["methods"][a], row["methods"][b]
         lines.append(f"| {row['draw']} | {row['viewers']} | {row['classes']} | {ma['named']} / {ma['of']} | "
                      f"{mb['named']} / {mb['of']} | {ma['photo']:.2f} | {mb['photo']:.2f} | {row['named_points']:+.1f} | "
-                     f"{span(row['named_points_95'], '+.1f')}; {span(row['named_points_95_classes'], '+.1f')} | "
-                     f"{row['photo']:+.2f} | {span(row['photo_95'], '+.2f')}; {span(row['photo_95_classes'], '+.2f')} |")
+                     f"{_span(row['named_points_95'], '+.1f')}; {_span(row['named_points_95_classes'], '+.1f')} | "
+                     f"{row['photo']:+.2f} | {_span(row['photo_95'], '+.2f')}; {_span(row['photo_95_classes'], '+.2f')} |")
     return "\n".join(lines) + "\n"
 
 
@@ -179,14 +228,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], epilog=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--panels", type=Path, nargs="+", required=True, help="scored panel folders, one per draw")
-    parser.add_argument("--methods", required=True, help="two method names, the reference first: A,B reports B - A")
+    parser.add_argument("--methods", required=True,
+                        help="two method names, the reference first: A,B reports B - A; or one name: A's own share and score")
     parser.add_argument("--replicates", type=int, default=10000)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", type=Path, default=None, help="write the report here (.md; a .json beside it)")
     args = parser.parse_args(argv)
     methods = [m.strip() for m in args.methods.split(",") if m.strip()]
-    if len(methods) != 2 or methods[0] == methods[1]:
-        raise SystemExit(f"--methods: two different names, the reference first (A,B); got '{args.methods}'.")
+    if len(methods) not in (1, 2) or len(set(methods)) != len(methods):
+        raise SystemExit(f"--methods: one name, or two different names with the reference first (A,B); "
+                         f"got '{args.methods}'.")
     if args.replicates < 100:
         raise SystemExit(f"--replicates: at least 100 for a 95 % interval; got {args.replicates}.")
     summary = summarize([read_draw(folder, methods) for folder in args.panels], methods, args.replicates, args.seed)

@@ -75,6 +75,33 @@ def test_counts_agree_with_panel_score_on_the_stored_panels():
     assert widths[-1] < min(widths[:-1])  # pooling three draws narrows the interval
 
 
+def test_one_method_gives_its_own_share_and_score_with_intervals(tmp_path):
+    """With one method: always named is 100 % with no doubt, never named 0 %; on the stored panels
+    the default's share over the three steeper draws is its 138 of 256, inside its intervals."""
+    _write_panel(tmp_path / "draw1")
+    _write_panel(tmp_path / "draw2", viewers=2)
+    draws = [panel_pool.read_draw(tmp_path / d, ["b"]) for d in ("draw1", "draw2")]
+    pooled = panel_pool.summarize(draws, ["b"], replicates=300)["rows"][-1]
+    assert pooled["methods"]["b"] == {"named": 18, "of": 18, "photo": 4.0}
+    assert pooled["named_share"] == 100 and pooled["named_share_95"] == pooled["named_share_95_classes"] == [100, 100]
+    assert pooled["photo"] == 4 and pooled["photo_95"] == [4, 4]
+    never = panel_pool.summarize([panel_pool.read_draw(tmp_path / "draw1", ["a"])], ["a"], replicates=300)
+    assert never["rows"][-1]["named_share"] == 0 and never["rows"][-1]["named_share_95"] == [0, 0]
+    assert "| pooled | 4 | 6 | 0 / 12 | 0.0 | 0.0 to 0.0; 0.0 to 0.0 | 2.00 |" in panel_pool.report_markdown(never)
+
+    folders = [RESULTS / f for f in ("heldout-steeper", "heldout-steeper2", "heldout-steeper3")]
+    summary = panel_pool.summarize([panel_pool.read_draw(f, ["steep_bn_alt_std36"]) for f in folders],
+                                   ["steep_bn_alt_std36"], replicates=2000)
+    pooled = summary["rows"][-1]
+    assert pooled["methods"]["steep_bn_alt_std36"]["named"] == 138 and pooled["named_share"] == round(100 * 138 / 256, 2)
+    for interval in (pooled["named_share_95"], pooled["named_share_95_classes"]):
+        assert 0 < interval[0] < pooled["named_share"] < interval[1] < 100
+    assert pooled["photo_95"][0] < pooled["photo"] < pooled["photo_95"][1]
+    # resampling the viewers too can only widen the interval (up to the bootstrap's own noise)
+    width = [pooled[k][1] - pooled[k][0] for k in ("named_share_95", "named_share_95_classes")]
+    assert width[0] > 0.9 * width[1]
+
+
 def test_the_intervals_hold_a_null_effect_about_95_times_in_100():
     """Simulated panels where both methods are named equally often, with classes and viewers that
     differ (some classes are easy, some viewers generous): the classes-and-viewers interval holds 0
@@ -125,8 +152,9 @@ def test_refusals_name_the_folder_and_what_it_holds(tmp_path):
     (tmp_path / "draw" / "viewer_0.csv").unlink()
     with pytest.raises(SystemExit, match="keys/viewer_0 has no answers viewer_0.csv"):
         panel_pool.read_draw(tmp_path / "draw", ["a", "b"])
-    with pytest.raises(SystemExit, match="two different names"):
-        panel_pool.main(["--panels", str(tmp_path / "draw"), "--methods", "a"])
+    for methods in ("a,a", "a,b,c", ","):
+        with pytest.raises(SystemExit, match="one name, or two different names"):
+            panel_pool.main(["--panels", str(tmp_path / "draw"), "--methods", methods])
 
 
 def test_command_line_writes_the_report_and_its_json(tmp_path):
