@@ -60,11 +60,14 @@ HELDOUT_DRAWS: dict[str, tuple[int, ...]] = {
     "heldout-large-early": (9, 97, 127, 195, 259, 342, 376, 471, 522, 587, 634, 701, 808, 817, 887, 996),
     "heldout-steeper": (59, 87, 185, 187, 261, 333, 409, 472, 555, 571, 661, 731, 782, 865, 892, 938),
     "heldout-steeper2": (56, 123, 147, 197, 294, 351, 397, 456, 511, 567, 668, 691, 797, 821, 895, 964),
-    # from here on 32 classes, one per thirty-second of the range (random.Random(202612079), 202612080)
+    # from here on 32 classes, one per thirty-second of the range (random.Random(202612079), 202612080,
+    # 202612081)
     "heldout-steeper3": (25, 32, 91, 94, 131, 178, 215, 249, 250, 302, 338, 353, 389, 411, 445, 477,
                          521, 556, 566, 603, 627, 674, 706, 743, 774, 809, 841, 851, 905, 930, 961, 971),
     "heldout-noise40": (21, 33, 63, 117, 139, 157, 200, 242, 267, 298, 328, 362, 385, 424, 467, 498,
                         526, 557, 570, 607, 655, 683, 716, 719, 778, 788, 818, 855, 899, 920, 946, 977),
+    "heldout-phase-first": (18, 57, 64, 108, 128, 182, 209, 222, 278, 283, 319, 373, 400, 412, 463, 490,
+                            506, 538, 578, 594, 637, 686, 708, 720, 769, 796, 824, 874, 880, 912, 962, 991),
 }
 # Never tuned on: the peers' 16 classes, benchmarks.quality's held-out (every 40th) and test lists,
 # and every fresh draw above.
