@@ -146,9 +146,20 @@ def bootstrap(draws: Sequence[Draw], replicates: int = 10000, seed: int = 0,
 
 
 def summarize(draws: Sequence[Draw], methods: Sequence[str], replicates: int = 10000, seed: int = 0) -> dict:
+    # One method: where it stands (its share named, in percent, and its photo score); two: the
+    # second minus the first (points, photo score).
+    if len(methods) == 1:
+        key = "named_share"
+
+        def statistic(totals: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+            share, photo = _levels(totals)
+            return share[..., 0], photo[..., 0]
+    else:
+        key, statistic = "named_points", _effects
+
     def per_method(totals: np.ndarray) -> dict:
-        return {m: {"named": int(totals[i, NAMED]), "of": int(totals[i, SHOWN]),
-                    "photo": round(float(totals[i, SCORE_SUM] / max(totals[i, SCORED], 1)), 3)}
+        _, photo = _levels(totals)
+        return {m: {"named": int(totals[i, NAMED]), "of": int(totals[i, SHOWN]), "photo": round(float(photo[i]), 3)}
                 for i, m in enumerate(methods)}
 
     def interval(values: np.ndarray, digits: int) -> list[float]:
@@ -156,25 +167,15 @@ def summarize(draws: Sequence[Draw], methods: Sequence[str], replicates: int = 1
 
     def row(name: str, parts: Sequence[Draw], offset: int) -> dict:
         totals = sum(d.cells.sum(axis=(0, 1)) for d in parts)
-        both = bootstrap_totals(parts, replicates, seed + offset)
-        classes_only = bootstrap_totals(parts, replicates, seed + offset, viewers=False)
-        out = {"draw": name, "viewers": sum(len(d.viewers) for d in parts),
-               "classes": sum(len(d.classes) for d in parts), "methods": per_method(totals)}
-        if len(methods) == 1:  # where the one method stands: its own share and photo score
-            (share,), (photo,) = _levels(totals)
-            both_share, both_photo = (values[:, 0] for values in _levels(both))
-            class_share, class_photo = (values[:, 0] for values in _levels(classes_only))
-            return out | {"named_share": round(float(share), 2), "named_share_95": interval(both_share, 2),
-                          "named_share_95_classes": interval(class_share, 2),
-                          "photo": round(float(photo), 3), "photo_95": interval(both_photo, 3),
-                          "photo_95_classes": interval(class_photo, 3)}
-        share, photo = _effects(totals)
-        both_share, both_photo = _effects(both)
-        class_share, class_photo = _effects(classes_only)
-        return out | {"named_points": round(float(share), 2), "named_points_95": interval(both_share, 2),
-                      "named_points_95_classes": interval(class_share, 2),
-                      "photo": round(float(photo), 3), "photo_95": interval(both_photo, 3),
-                      "photo_95_classes": interval(class_photo, 3)}
+        share, photo = statistic(totals)
+        both_share, both_photo = statistic(bootstrap_totals(parts, replicates, seed + offset))
+        class_share, class_photo = statistic(bootstrap_totals(parts, replicates, seed + offset, viewers=False))
+        return {"draw": name, "viewers": sum(len(d.viewers) for d in parts),
+                "classes": sum(len(d.classes) for d in parts), "methods": per_method(totals),
+                key: round(float(share), 2), f"{key}_95": interval(both_share, 2),
+                f"{key}_95_classes": interval(class_share, 2),
+                "photo": round(float(photo), 3), "photo_95": interval(both_photo, 3),
+                "photo_95_classes": interval(class_photo, 3)}
 
     rows = [row(d.name, [d], i + 1) for i, d in enumerate(draws)] + [row("pooled", draws, 0)]
     return {"methods": list(methods), "replicates": replicates, "seed": seed, "rows": rows}

@@ -443,6 +443,5 @@ def test_recipe_search_refuses_held_out_classes_unless_a_check_is_rerun(monkeypa
 
     monkeypatch.setattr(quality, "run", run)
     with pytest.raises(Ran) as ran:
-        recipe_search.main(["--classes", "21,33", "--variants", "lucid", "--rerun-held-out"])
+        recipe_search.main(["--classes", ",".join(map(str, held_out)), "--variants", "lucid", "--rerun-held-out"])
     assert ran.value.args[0] == held_out
-
